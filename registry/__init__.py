@@ -1,0 +1,1 @@
+"""HTTP front-ends of the registry and its command line."""

@@ -1,0 +1,52 @@
+"""`create_app(settings)`: the one place that wires the registry together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from registry import errors
+from registry.settings import Settings
+from registry.v2 import routes as v2_routes
+from storage.drivers import load_driver
+from storage.drivers.base import Driver
+from storage.errors import RegistryError
+from storage.store import Store
+
+
+def build_driver(settings: Settings) -> Driver:
+    storage = settings.storage
+    if storage.driver == "filesystem":
+        return load_driver(
+            "filesystem",
+            root=Path(storage.filesystem.root),
+            fsync=storage.filesystem.fsync,
+            max_threads=storage.max_threads,
+        )
+    return load_driver(storage.driver)
+
+
+def create_app(settings: Settings) -> Starlette:
+    store = Store(build_driver(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await store.close()
+
+    app = Starlette(
+        routes=v2_routes(),
+        exception_handlers={
+            RegistryError: errors.registry_error_handler,
+            HTTPException: errors.http_error_handler,
+            Exception: errors.unexpected_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    return app

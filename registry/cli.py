@@ -1,0 +1,53 @@
+"""The `registry` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from registry.settings import Settings, SettingsError, load_settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="filesystem storage root (default ./data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="registry", description="ECR-compatible OCI registry")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the registry server")
+    _common(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 5000)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "storage.filesystem.root": getattr(args, "data_dir", None),
+        "server.host": getattr(args, "host", None),
+        "server.port": getattr(args, "port", None),
+    }
+    return load_settings(args.config, overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except SettingsError as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from registry.server import serve
+
+        return serve(settings)
+    return 2
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

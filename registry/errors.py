@@ -1,0 +1,90 @@
+"""The one table from domain exceptions to OCI error codes and HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from storage import errors as e
+
+log = logging.getLogger("registry")
+
+# Most specific first: the handler walks the exception's class hierarchy.
+OCI_ERRORS: dict[type[Exception], tuple[str, int]] = {
+    e.NameInvalid: ("NAME_INVALID", 400),
+    e.NameUnknown: ("NAME_UNKNOWN", 404),
+    e.TagInvalid: ("TAG_INVALID", 400),
+    e.DigestInvalid: ("DIGEST_INVALID", 400),
+    e.SizeInvalid: ("SIZE_INVALID", 400),
+    e.BlobUnknown: ("BLOB_UNKNOWN", 404),
+    e.BlobUploadUnknown: ("BLOB_UPLOAD_UNKNOWN", 404),
+    e.UploadOffsetMismatch: ("BLOB_UPLOAD_INVALID", 416),
+    e.UploadBusy: ("BLOB_UPLOAD_INVALID", 409),
+    e.BlobUploadInvalid: ("BLOB_UPLOAD_INVALID", 400),
+    e.RangeNotSatisfiable: ("RANGE_INVALID", 416),
+    e.ManifestTooLarge: ("SIZE_INVALID", 413),
+    e.ManifestInvalid: ("MANIFEST_INVALID", 400),
+    e.ManifestUnknown: ("MANIFEST_UNKNOWN", 404),
+    e.ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 400),
+    e.PaginationInvalid: ("PAGINATION_NUMBER_INVALID", 400),
+    e.Unsupported: ("UNSUPPORTED", 405),
+    e.StorageUnavailable: ("UNAVAILABLE", 503),
+}
+
+# Starlette's own errors (routing, methods) in the same shape.
+HTTP_ERRORS: dict[int, str] = {
+    404: "NAME_UNKNOWN",
+    405: "UNSUPPORTED",
+    413: "SIZE_INVALID",
+}
+
+
+def error_body(code: str, message: str, detail: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    error["detail"] = detail if detail is not None else {}
+    return json.dumps({"errors": [error]}).encode()
+
+
+def error_response(request: Request, code: str, status: int, message: str,
+                   detail: Any = None, headers: dict[str, str] | None = None) -> Response:
+    body = b"" if request.method == "HEAD" else error_body(code, message, detail)
+    response = Response(body, status_code=status, media_type="application/json",
+                        headers=headers)
+    if request.method == "HEAD":
+        response.headers["content-length"] = "0"
+    return response
+
+
+def lookup(exc: Exception) -> tuple[str, int]:
+    for cls in type(exc).__mro__:
+        if cls in OCI_ERRORS:
+            return OCI_ERRORS[cls]
+    return ("UNKNOWN", 500)
+
+
+async def registry_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, e.RegistryError)
+    code, status = lookup(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, e.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    if isinstance(exc, e.UploadOffsetMismatch):
+        headers["Range"] = f"0-{max(exc.size - 1, 0)}"
+    return error_response(request, code, status, exc.message, exc.detail, headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_ERRORS.get(exc.status_code, "UNSUPPORTED" if exc.status_code < 500 else "UNKNOWN")
+    message = exc.detail if isinstance(exc.detail, str) else "request not supported"
+    return error_response(request, code, exc.status_code, message, None, dict(exc.headers or {}))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, "UNKNOWN", 500, "internal error")

@@ -1,0 +1,169 @@
+"""One frozen settings object, built from (in rising priority) defaults, a TOML file,
+`REGISTRY_*` environment variables and CLI flags, validated with errors that name the bad key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "REGISTRY_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    public_url: str | None = None
+    log_level: str = "info"
+    access_log: bool = False
+    graceful_timeout: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemSettings:
+    root: str = "./data"
+    fsync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    driver: str = "filesystem"
+    delete_enabled: bool = True
+    max_threads: int = 32
+    filesystem: FilesystemSettings = field(default_factory=FilesystemSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """`overrides` uses dotted keys, e.g. {"server.port": 5001} (CLI flags)."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+    env = os.environ if environ is None else environ
+    for name, value in sorted(env.items()):
+        if name.startswith(ENV_PREFIX):
+            keys = _env_path(Settings, name[len(ENV_PREFIX):].lower().split("_"))
+            if keys is not None:
+                _set(data, keys, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, dotted.split("."), value)
+    return _build(Settings, data, "")
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def _env_path(cls: type, tokens: list[str]) -> list[str] | None:
+    """Map `storage_filesystem_root` onto ["storage", "filesystem", "root"], allowing keys that
+    themselves contain `_` (`delete_enabled`)."""
+    hints = typing.get_type_hints(cls)
+    for i in range(len(tokens), 0, -1):
+        name = "_".join(tokens[:i])
+        if name not in hints:
+            continue
+        if i == len(tokens):
+            return [name]
+        if dataclasses.is_dataclass(hints[name]):
+            rest = _env_path(hints[name], tokens[i:])
+            if rest is not None:
+                return [name, *rest]
+    return None
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SettingsError(f"[{where}] must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        place = f"[{where}]" if where else "top level"
+        raise SettingsError(f"unknown setting {unknown[0]!r} in {place}")
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name not in data:
+            continue
+        key = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(typing.cast(type, hint), data[name], key)
+        else:
+            values[name] = _coerce(hint, data[name], key)
+    settings = cls(**values)
+    _validate(settings, where)
+    return settings
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    target = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if optional and (value is None or value == ""):
+        return None
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+    elif target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif target is str:
+        if isinstance(value, str | Path):
+            return str(value)
+    raise SettingsError(f"setting {key!r} must be {target.__name__}, got {value!r}")
+
+
+def _validate(settings: Any, where: str) -> None:
+    if isinstance(settings, ServerSettings):
+        if not 0 <= settings.port <= 65535:
+            raise SettingsError(f"setting 'server.port' out of range: {settings.port}")
+        if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
+            raise SettingsError("setting 'server.public_url' must start with http:// or https://")
+    if isinstance(settings, StorageSettings):
+        from storage.drivers import DRIVERS
+
+        if settings.driver not in DRIVERS:
+            raise SettingsError(
+                f"setting 'storage.driver' must be one of {sorted(DRIVERS)}, "
+                f"got {settings.driver!r}"
+            )
+        if settings.max_threads < 1:
+            raise SettingsError("setting 'storage.max_threads' must be at least 1")

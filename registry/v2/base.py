@@ -1,0 +1,12 @@
+"""`GET /v2/`: the API version check every client starts with."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.v2.common import API_VERSION_HEADER
+
+
+async def version_check(request: Request) -> Response:
+    return Response(b"{}", media_type="application/json", headers=API_VERSION_HEADER)

@@ -1,0 +1,38 @@
+"""Blob reads: `HEAD`/`GET /v2/<name>/blobs/<digest>`, with single `Range` requests."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from registry.v2.common import repository, store
+from storage.blobs import parse_range
+from storage.content.digest import Digest
+
+
+async def get_blob(request: Request) -> Response:
+    name = repository(request)
+    digest = Digest.parse(request.path_params["digest"])
+    blobs = store(request).blobs
+    info = await blobs.stat(name, digest)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(info.size)
+        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    byte_range = parse_range(request.headers.get("range"), info.size)
+    if byte_range is None:
+        url = await blobs.redirect_url(digest)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers=headers)
+        headers["Content-Length"] = str(info.size)
+        return StreamingResponse(blobs.read(digest), headers=headers,
+                                 media_type="application/octet-stream")
+    headers["Content-Length"] = str(byte_range.length)
+    headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{info.size}"
+    return StreamingResponse(blobs.read(digest, byte_range), status_code=206, headers=headers,
+                             media_type="application/octet-stream")

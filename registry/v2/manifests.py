@@ -1,0 +1,42 @@
+"""Manifests: `PUT`/`GET`/`HEAD /v2/<name>/manifests/<reference>`, bytes exactly as pushed."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.v2.common import read_bounded, repository, store, url_path
+from storage.content.manifest import MAX_MANIFEST_SIZE
+from storage.errors import ManifestTooLarge
+
+
+async def put_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = request.path_params["reference"]
+    too_large = ManifestTooLarge(f"manifest larger than {MAX_MANIFEST_SIZE} bytes",
+                                 {"limit": MAX_MANIFEST_SIZE})
+    raw = await read_bounded(request, MAX_MANIFEST_SIZE, too_large)
+    manifest = await store(request).manifests.put(
+        name, reference, raw, request.headers.get("content-type"),
+        request.query_params.getlist("tag"),
+    )
+    headers = {
+        "Location": url_path(request, "manifest", name=name, reference=str(manifest.digest)),
+        "Docker-Content-Digest": str(manifest.digest),
+    }
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject.digest)
+    return Response(status_code=201, headers=headers)
+
+
+async def get_manifest(request: Request) -> Response:
+    name = repository(request)
+    stored = await store(request).manifests.get(name, request.path_params["reference"])
+    headers = {
+        "Docker-Content-Digest": str(stored.digest),
+        "ETag": f'"{stored.digest}"',
+        "Content-Type": stored.media_type,
+        "Content-Length": str(stored.size),
+    }
+    body = b"" if request.method == "HEAD" else stored.raw
+    return Response(body, headers=headers)

@@ -1,0 +1,1 @@
+"""Content-addressed registry storage: drivers (bytes at keys) and stores (registry semantics)."""

@@ -1,0 +1,102 @@
+"""Blobs: global content-addressed bytes, visible in a repository only through its link."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from storage import paths
+from storage.content.digest import Digest
+from storage.drivers.base import Driver
+from storage.errors import BlobUnknown, KeyNotFound, RangeNotSatisfiable
+from storage.repositories import RepositoryStore
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+class BlobStore:
+    def __init__(self, driver: Driver, repositories: RepositoryStore) -> None:
+        self.driver = driver
+        self.repositories = repositories
+
+    async def stat(self, name: str, digest: Digest) -> BlobInfo:
+        """The blob as this repository sees it; BlobUnknown unless linked here and present."""
+        try:
+            await self.driver.stat(paths.layer_link(name, digest))
+            stat = await self.driver.stat(paths.blob(digest))
+        except KeyNotFound:
+            raise BlobUnknown(f"blob {digest} unknown to repository", {"digest": str(digest)}) \
+                from None
+        return BlobInfo(digest, stat.size)
+
+    async def linked(self, name: str, digest: Digest) -> bool:
+        try:
+            await self.stat(name, digest)
+        except BlobUnknown:
+            return False
+        return True
+
+    async def stored(self, digest: Digest) -> int | None:
+        """Size of the blob in the global store, whichever repository holds it."""
+        try:
+            return (await self.driver.stat(paths.blob(digest))).size
+        except KeyNotFound:
+            return None
+
+    async def link(self, name: str, digest: Digest) -> None:
+        await self.driver.put(paths.layer_link(name, digest), str(digest).encode())
+        await self.repositories.ensure(name)
+
+    async def unlink(self, name: str, digest: Digest) -> None:
+        await self.stat(name, digest)
+        await self.driver.delete(paths.layer_link(name, digest))
+
+    def read(self, digest: Digest, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
+        if byte_range is None:
+            return self.driver.read(paths.blob(digest))
+        return self.driver.read(paths.blob(digest), byte_range.start, byte_range.end)
+
+    async def redirect_url(self, digest: Digest, expires_in: int = 1200) -> str | None:
+        return await self.driver.redirect_url(paths.blob(digest), expires_in)
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """One `bytes=` range per RFC 9110; None means serve the whole blob (absent, or a form we
+    may ignore, such as several ranges). RangeNotSatisfiable when it lies beyond the end."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, sep, last = spec.strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise RangeNotSatisfiable("empty suffix range", size)
+            return ByteRange(max(0, size - suffix), size)
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(f"range starts beyond the blob's {size} bytes", size)
+    if end <= start:
+        return None
+    return ByteRange(start, min(end, size))

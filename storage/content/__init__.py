@@ -1,0 +1,1 @@
+"""Pure content rules: digests, names, media types, manifest parsing. No I/O."""

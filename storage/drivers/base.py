@@ -1,0 +1,72 @@
+"""The storage driver contract: bytes at `/`-separated keys, nothing more.
+
+A driver knows nothing of digests, manifests or repositories. Every blocking call (file I/O,
+boto3) happens inside the driver behind one bounded thread boundary, so the stores above are
+plain coroutines that never block the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+Observer = Callable[[bytes], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    size: int
+    modified: float  # seconds since the epoch
+
+
+class Driver(Protocol):
+    name: str
+
+    async def get(self, key: str, max_size: int | None = None) -> bytes:
+        """The whole value of a small object. KeyNotFound if absent; DriverError if over max_size."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store a small object atomically: readers see the old value or the new, never a mix."""
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the object unless it exists; True when this call created it."""
+
+    async def stat(self, key: str) -> Stat:
+        """Size and modification time. KeyNotFound if absent."""
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove one object; absent is not an error."""
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with `prefix` (a `/`-terminated folder)."""
+
+    async def list(
+        self, prefix: str, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Keys under `prefix` (a `/`-terminated folder), recursively, in byte order of the
+        whole key, strictly after `start_after`, at most `limit`: one page costs one page."""
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of an object in bounded chunks. KeyNotFound if absent."""
+
+    async def append(
+        self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
+    ) -> int:
+        """Append a stream to an object that must currently be exactly `offset` bytes long
+        (0 creates it). One appender per key at a time (KeyBusy otherwise); OffsetMismatch
+        carries the real size. `observe` sees every byte that is written, in order, in the
+        driver's thread. Returns the new size. Bytes received before a failure stay appended."""
+
+    async def scan(self, key: str, observe: Observer) -> int:
+        """Feed the whole object to `observe` in the driver's thread; returns its size."""
+
+    async def move(self, src: str, dst: str) -> None:
+        """Make `src` durable and place it at `dst` atomically (replacing dst), then drop src."""
+
+    async def redirect_url(self, key: str, expires_in: int) -> str | None:
+        """A URL a client may GET the object from directly, or None when not supported."""
+
+    async def close(self) -> None: ...

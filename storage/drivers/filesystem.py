@@ -1,0 +1,348 @@
+"""Filesystem driver: keys are paths under a root directory.
+
+Writes go to a hidden temporary file in the target directory, are fsynced, then renamed into
+place, so a reader or a crash sees the old object or the new one. Appends take an exclusive
+`flock` on the object for the whole request, which makes one appender per upload hold across
+several processes sharing the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.drivers.base import Observer, Stat
+from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
+
+T = TypeVar("T")
+
+READ_CHUNK = 1024 * 1024
+WRITE_BATCH = 1024 * 1024
+_TMP_PREFIX = ".tmp-"
+
+
+class FilesystemDriver:
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
+                 max_threads: int = 32) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
+
+    # The one thread boundary of this driver.
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise DriverError(f"invalid key {key!r}")
+        return self.root / key
+
+    # -- small objects -------------------------------------------------------------------------
+
+    async def get(self, key: str, max_size: int | None = None) -> bytes:
+        return await self._run(self._get, key, max_size)
+
+    def _get(self, key: str, max_size: int | None) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                data = f.read(-1 if max_size is None else max_size + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyNotFound(key) from None
+        if max_size is not None and len(data) > max_size:
+            raise DriverError(f"{key} is larger than {max_size} bytes")
+        return data
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._run(self._put, key, data, False)
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        return await self._run(self._put, key, data, True)
+
+    def _put(self, key: str, data: bytes, exclusive: bool) -> bool:
+        path = self._path(key)
+        if exclusive and path.exists():
+            return False
+        tmp = self._write_temp(path, data)
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, path)  # atomic create-if-absent
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+                tmp = None
+        finally:
+            if tmp is not None:
+                _unlink(tmp)
+        return True
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    async def stat(self, key: str) -> Stat:
+        return await self._run(self._stat, key)
+
+    def _stat(self, key: str) -> Stat:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(key) from None
+        return Stat(size=st.st_size, modified=st.st_mtime)
+
+    async def exists(self, key: str) -> bool:
+        return await self._run(lambda: self._path(key).is_file())
+
+    async def delete(self, key: str) -> None:
+        await self._run(_unlink, self._path(key))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self._run(_rmtree, self._path(prefix.rstrip("/")))
+
+    # -- listing -------------------------------------------------------------------------------
+
+    async def list(
+        self, prefix: str, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        return await self._run(self._list, prefix, start_after, limit)
+
+    def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        if not prefix.endswith("/"):
+            raise DriverError("list prefix must end with '/'")
+        out: list[str] = []
+        self._walk(self._path(prefix.rstrip("/")), prefix, start_after, limit, out)
+        return out
+
+    def _walk(self, directory: Path, key_prefix: str, start_after: str | None,
+              limit: int | None, out: list[str]) -> bool:
+        """Depth-first in whole-key byte order; prunes subtrees that lie before `start_after`.
+        Returns True once `limit` keys are collected."""
+        try:
+            with os.scandir(directory) as it:
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+                    for e in it if not e.name.startswith(".")
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        entries.sort()
+        for entry in entries:
+            key = key_prefix + entry
+            if entry.endswith("/"):
+                if start_after is not None and key <= start_after \
+                        and not start_after.startswith(key):
+                    continue
+                if self._walk(directory / entry[:-1], key, start_after, limit, out):
+                    return True
+            elif start_after is None or key > start_after:
+                out.append(key)
+                if limit is not None and len(out) >= limit:
+                    return True
+        return False
+
+    # -- streams -------------------------------------------------------------------------------
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        fd = await self._run(self._open_read, key)
+        try:
+            if end is None:
+                end = (await self._run(os.fstat, fd)).st_size
+            offset = start
+            while offset < end:
+                chunk = await self._run(os.pread, fd, min(READ_CHUNK, end - offset), offset)
+                if not chunk:
+                    break
+                offset += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    def _open_read(self, key: str) -> int:
+        try:
+            return os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyNotFound(key) from None
+
+    async def scan(self, key: str, observe: Observer) -> int:
+        return await self._run(self._scan, key, observe)
+
+    def _scan(self, key: str, observe: Observer) -> int:
+        fd = self._open_read(key)
+        total = 0
+        try:
+            while chunk := os.read(fd, READ_CHUNK):
+                observe(chunk)
+                total += len(chunk)
+        finally:
+            os.close(fd)
+        return total
+
+    async def append(
+        self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
+    ) -> int:
+        fd = await self._run(self._open_append, key, offset)
+        size = offset
+        batch: list[bytes] = []
+        batched = 0
+        pending: asyncio.Future[int] | None = None
+        failed = False
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= WRITE_BATCH or len(batch) >= 256:
+                        # Double buffering: receive the next batch while this one is written.
+                        if pending is not None:
+                            size += await pending
+                        pending = loop.run_in_executor(self._pool, _writev, fd, batch, observe)
+                        batch, batched = [], 0
+            finally:
+                # Keep what was received before a disconnect: the client may resume from there.
+                if pending is not None:
+                    try:
+                        size += await pending
+                    except BaseException:
+                        failed = True
+                        raise
+                if batch and not failed:
+                    size += await self._run(_writev, fd, batch, observe)
+        finally:
+            await self._run(os.close, fd)
+        return size
+
+    def _open_append(self, key: str, offset: int) -> int:
+        path = self._path(key)
+        if offset == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        else:
+            flags = os.O_WRONLY | os.O_APPEND
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            raise KeyNotFound(key) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KeyBusy(key) from None
+        st = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is None or current.st_ino != st.st_ino:
+            # Moved away (sealed for completion) between our open and our lock.
+            os.close(fd)
+            raise KeyNotFound(key)
+        if st.st_size != offset:
+            os.close(fd)
+            raise OffsetMismatch(key, st.st_size)
+        return fd
+
+    async def move(self, src: str, dst: str) -> None:
+        await self._run(self._move, src, dst)
+
+    def _move(self, src: str, dst: str) -> None:
+        src_path, dst_path = self._path(src), self._path(dst)
+        try:
+            fd = os.open(src_path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KeyNotFound(src) from None
+        try:
+            # An appender holds this lock while it writes; never move an object mid-append.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise KeyBusy(src) from None
+            if self.fsync:
+                os.fsync(fd)
+            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src_path, dst_path)
+        finally:
+            os.close(fd)
+        if self.fsync:
+            _fsync_dir(dst_path.parent)
+
+    async def redirect_url(self, key: str, expires_in: int) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _writev(fd: int, batch: list[bytes], observe: Observer | None) -> int:
+    total = 0
+    for chunk in batch:
+        if observe is not None:
+            observe(chunk)
+        total += len(chunk)
+    buffers: list[bytes | memoryview] = list(batch)
+    remaining = total
+    while remaining:
+        written = os.writev(fd, buffers)
+        remaining -= written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers.pop(0)
+        if written:
+            buffers[0] = memoryview(buffers[0])[written:]
+    return total
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def _rmtree(path: Path) -> None:
+    try:
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree(Path(entry.path))
+        else:
+            _unlink(Path(entry.path))
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -1,0 +1,115 @@
+"""Domain exceptions. They carry no HTTP: each front-end maps them in one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error a client can cause or observe."""
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class NameInvalid(RegistryError):
+    pass
+
+
+class NameUnknown(RegistryError):
+    pass
+
+
+class TagInvalid(RegistryError):
+    pass
+
+
+class DigestInvalid(RegistryError):
+    pass
+
+
+class SizeInvalid(RegistryError):
+    pass
+
+
+class BlobUnknown(RegistryError):
+    pass
+
+
+class BlobUploadUnknown(RegistryError):
+    pass
+
+
+class BlobUploadInvalid(RegistryError):
+    pass
+
+
+class UploadOffsetMismatch(BlobUploadInvalid):
+    """A chunk that does not start where the upload ends; the session stays usable."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, {"size": size})
+        self.size = size
+
+
+class UploadBusy(BlobUploadInvalid):
+    """Another request is writing to the same upload session."""
+
+
+class RangeNotSatisfiable(RegistryError):
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class ManifestInvalid(RegistryError):
+    pass
+
+
+class ManifestTooLarge(ManifestInvalid):
+    pass
+
+
+class ManifestUnknown(RegistryError):
+    pass
+
+
+class ManifestBlobUnknown(RegistryError):
+    pass
+
+
+class PaginationInvalid(RegistryError):
+    pass
+
+
+class Unsupported(RegistryError):
+    pass
+
+
+class StorageUnavailable(RegistryError):
+    """The backend failed in a way the client did not cause (retryable)."""
+
+
+# Driver-level errors: keys and bytes, no registry meaning.
+
+
+class DriverError(Exception):
+    pass
+
+
+class KeyNotFound(DriverError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class OffsetMismatch(DriverError):
+    def __init__(self, key: str, size: int) -> None:
+        super().__init__(f"{key}: append at wrong offset, size is {size}")
+        self.size = size
+
+
+class KeyBusy(DriverError):
+    """An exclusive writer already holds the key."""

@@ -1,0 +1,101 @@
+"""Every storage key the registry uses, built in one place.
+
+Keys are `/`-separated and relative to the driver's root (a directory or a bucket prefix)::
+
+    blobs/
+      sha256/ab/<hex>                          blob and manifest bytes, global, content-addressed
+    repositories/
+      <name>/                                  a repository (its name may contain `/`)
+        _layers/sha256/<hex>                   link: the repository may serve this blob
+        _manifests/
+          revisions/sha256/<hex>               link + record (media type, size, pushed at, subject)
+          tags/<tag>                           record: the digest the tag points at
+          referrers/sha256/<subject-hex>/sha256/<hex>
+                                               descriptor of a manifest whose subject is <subject>
+    catalog/
+      <name>+repository                        one marker per repository, for the catalog listing
+    uploads/
+      <uuid>/info                              upload session record (repository, algorithm, start)
+      <uuid>/data                              the bytes received so far
+      <uuid>/sealed                            the bytes, closed to appends, being verified
+
+Repository name components never start with `_` (the name grammar forbids it), so `_layers` and
+`_manifests` cannot collide with a nested repository. Catalog markers end in `+repository`: `+`
+sorts before every character a name may contain (`-` is the lowest), so the key order of the
+markers is exactly the lexical order of the names, and one prefix listing with a start-after
+marker pages the catalog. Upload sessions are global (their record names the repository) so that
+stale sessions can be found and purged with one listing.
+"""
+
+from __future__ import annotations
+
+from storage.content.digest import Digest
+
+BLOBS = "blobs"
+REPOSITORIES = "repositories"
+CATALOG = "catalog"
+UPLOADS = "uploads"
+CATALOG_SUFFIX = "+repository"
+
+
+def blob(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def repository(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}"
+
+
+def revision(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
+
+
+def tags(name: str) -> str:
+    """Prefix under which every tag of a repository is one key (tags never contain `/`)."""
+    return f"{REPOSITORIES}/{name}/_manifests/tags/"
+
+
+def tag(name: str, tag_name: str) -> str:
+    return tags(name) + tag_name
+
+
+def referrers(name: str, subject: Digest) -> str:
+    return (
+        f"{REPOSITORIES}/{name}/_manifests/referrers/{subject.algorithm}/{subject.hex}/"
+    )
+
+
+def referrer(name: str, subject: Digest, digest: Digest) -> str:
+    return referrers(name, subject) + f"{digest.algorithm}/{digest.hex}"
+
+
+def catalog() -> str:
+    return f"{CATALOG}/"
+
+
+def catalog_marker(name: str) -> str:
+    return f"{CATALOG}/{name}{CATALOG_SUFFIX}"
+
+
+def name_from_catalog_marker(key: str) -> str:
+    return key[len(CATALOG) + 1 : -len(CATALOG_SUFFIX)]
+
+
+def upload_info(upload_id: str) -> str:
+    return f"{UPLOADS}/{upload_id}/info"
+
+
+def upload_data(upload_id: str) -> str:
+    return f"{UPLOADS}/{upload_id}/data"
+
+
+def upload_sealed(upload_id: str) -> str:
+    return f"{UPLOADS}/{upload_id}/sealed"
+
+
+def upload(upload_id: str) -> str:
+    return f"{UPLOADS}/{upload_id}/"

@@ -1,0 +1,21 @@
+"""The registry's storage, assembled from one driver."""
+
+from __future__ import annotations
+
+from storage.blobs import BlobStore
+from storage.drivers.base import Driver
+from storage.manifests import ManifestStore
+from storage.repositories import RepositoryStore
+from storage.uploads import UploadStore
+
+
+class Store:
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.repositories = RepositoryStore(driver)
+        self.blobs = BlobStore(driver, self.repositories)
+        self.uploads = UploadStore(driver, self.blobs)
+        self.manifests = ManifestStore(driver, self.repositories, self.blobs)
+
+    async def close(self) -> None:
+        await self.driver.close()

@@ -1,0 +1,118 @@
+"""Shared fixtures: real registry servers on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveRegistry:
+    """A `registry serve` subprocess bound to 127.0.0.1."""
+
+    url: str
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_registry(
+    data_dir: Path,
+    *,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    config: Path | None = None,
+) -> LiveRegistry:
+    """Start `registry serve` on a free port and wait until `/v2/` answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        sys.executable, "-m", "registry", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+    ]
+    if config is not None:
+        args += ["--config", str(config)]
+    args += extra_args or []
+    log_path = data_dir.parent / f"registry-{port}.log"
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    url = f"http://127.0.0.1:{port}"
+    live = LiveRegistry(url=url, port=port, data_dir=data_dir, process=proc, log_path=log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"registry exited early:\n{live.log()}")
+        try:
+            if httpx.get(url + "/v2/", timeout=1).status_code in (200, 401):
+                return live
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    live.stop()
+    raise RuntimeError(f"registry did not start:\n{live.log()}")
+
+
+@pytest.fixture(scope="session")
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
+    """One live registry shared by a whole test session (use unique repository names)."""
+    live = start_registry(tmp_path_factory.mktemp("registry") / "data")
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def fresh_registry(tmp_path: Path) -> Iterator[LiveRegistry]:
+    """A live registry with its own empty data directory."""
+    live = start_registry(tmp_path / "data")
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(registry_server: LiveRegistry) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=registry_server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository name unique to the test."""
+    name = request.node.name.lower()
+    cleaned = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    while "--" in cleaned:
+        cleaned = cleaned.replace("--", "-")
+    return f"test/{cleaned[:80].strip('-')}-{os.urandom(3).hex()}"
