@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from storage import paths
@@ -60,6 +60,23 @@ class BlobStore:
     async def link(self, name: str, digest: Digest) -> None:
         await self.driver.put(paths.layer_link(name, digest), str(digest).encode())
         await self.repositories.ensure(name)
+
+    async def mount(self, name: str, digest: Digest, source: str | None,
+                    readable: Callable[[str], Awaitable[bool]] | None = None) -> bool:
+        """Link a blob that `source` (or, without a source, the registry) already holds.
+
+        A mount never exposes a blob the caller could not read: `source` must link the blob
+        and pass `readable`; without a source the blob may come from anywhere only when
+        `readable` is None (no access control), else the caller must upload it."""
+        if source is not None:
+            if not await self.linked(source, digest):
+                return False
+            if readable is not None and not await readable(source):
+                return False
+        elif readable is not None or await self.stored(digest) is None:
+            return False
+        await self.link(name, digest)
+        return True
 
     async def unlink(self, name: str, digest: Digest) -> None:
         await self.stat(name, digest)

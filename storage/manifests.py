@@ -28,6 +28,7 @@ from storage.errors import (
 from storage.repositories import RepositoryStore
 
 MAX_TAGS_PAGE = 1000
+MAX_REFERRERS = 10000
 _CACHE_BYTES = 32 * 1024 * 1024
 
 
@@ -145,6 +146,63 @@ class ManifestStore:
             self._bytes.put(digest, raw)
         return StoredManifest(digest, str(record["mediaType"]), raw,
                               float(record.get("pushedAt", 0)))
+
+    async def delete(self, name: str, reference: str) -> None:
+        """Delete a tag, or a manifest by digest together with every tag pointing at it."""
+        if is_tag(reference):
+            check_tag(reference)
+            key = paths.tag(name, reference)
+            if not await self.driver.exists(key):
+                raise ManifestUnknown(f"manifest tagged {reference!r} not found",
+                                      {"tag": reference})
+            await self.driver.delete(key)
+            return
+        digest = Digest.parse(reference)
+        key = paths.revision(name, digest)
+        try:
+            record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+        except KeyNotFound:
+            raise ManifestUnknown(f"manifest {digest} not found", {"digest": str(digest)}) \
+                from None
+        # Tags first, so that no tag ever points at a missing revision.
+        for tag in await self.tags_of(name, digest):
+            await self.driver.delete(paths.tag(name, tag))
+        if record.get("subject"):
+            await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
+        await self.driver.delete(key)
+
+    async def tags_of(self, name: str, digest: Digest) -> list[str]:
+        """Every tag of the repository that points at `digest` (reads each tag record)."""
+        prefix = paths.tags(name)
+        found: list[str] = []
+        last: str | None = None
+        while True:
+            keys = await self.driver.list(prefix, start_after=last, limit=MAX_TAGS_PAGE)
+            for key in keys:
+                try:
+                    record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+                except KeyNotFound:
+                    continue
+                if record.get("digest") == str(digest):
+                    found.append(key[len(prefix):])
+            if len(keys) < MAX_TAGS_PAGE:
+                return found
+            last = keys[-1]
+
+    async def referrers(self, name: str, subject: Digest,
+                        artifact_type: str | None = None) -> list[dict[str, object]]:
+        """Descriptors of the manifests in the repository whose subject is `subject`."""
+        prefix = paths.referrers(name, subject)
+        keys = await self.driver.list(prefix, limit=MAX_REFERRERS)
+        descriptors: list[dict[str, object]] = []
+        for key in keys:
+            try:
+                descriptor = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+            except KeyNotFound:
+                continue  # deleted while we listed
+            if artifact_type is None or descriptor.get("artifactType") == artifact_type:
+                descriptors.append(descriptor)
+        return descriptors
 
     async def tags(self, name: str, last: str | None, limit: int | None) -> tuple[list[str], bool]:
         """One page of tags after `last`, in byte order, and whether more follow."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.v2 import base, blobs, catalog, manifests, tags, uploads
+from registry.v2 import base, blobs, catalog, manifests, referrers, tags, uploads
 
 
 def routes() -> list[Route]:
@@ -23,6 +23,11 @@ def routes() -> list[Route]:
               name="blob"),
         Route("/v2/{name:path}/manifests/{reference}", manifests.get_manifest,
               methods=["GET", "HEAD"], name="manifest"),
+        Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
         Route("/v2/{name:path}/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
+        Route("/v2/{name:path}/manifests/{reference}", manifests.delete_manifest,
+              methods=["DELETE"]),
+        Route("/v2/{name:path}/referrers/{digest}", referrers.list_referrers, methods=["GET"],
+              name="referrers"),
         Route("/v2/{name:path}/tags/list", tags.list_tags, methods=["GET"], name="tags"),
     ]

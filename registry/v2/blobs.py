@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from registry.v2.common import repository, store
+from registry.v2.common import repository, require_deletes, store
 from storage.blobs import parse_range
 from storage.content.digest import Digest
 
@@ -36,3 +36,11 @@ async def get_blob(request: Request) -> Response:
     headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{info.size}"
     return StreamingResponse(blobs.read(digest, byte_range), status_code=206, headers=headers,
                              media_type="application/octet-stream")
+
+
+async def delete_blob(request: Request) -> Response:
+    name = repository(request)
+    digest = Digest.parse(request.path_params["digest"])
+    require_deletes(request)
+    await store(request).blobs.unlink(name, digest)
+    return Response(status_code=202)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 
 from storage.content.names import check_name
-from storage.errors import RegistryError, SizeInvalid
+from storage.errors import RegistryError, SizeInvalid, Unsupported
 from storage.store import Store
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -64,3 +64,8 @@ async def read_bounded(request: Request, limit: int, error: RegistryError) -> by
 
 def body_stream(request: Request) -> AsyncIterator[bytes]:
     return request.stream()
+
+
+def require_deletes(request: Request) -> None:
+    if not request.app.state.settings.storage.delete_enabled:
+        raise Unsupported("deletes are disabled on this registry")

@@ -5,9 +5,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.v2.common import read_bounded, repository, store, url_path
+from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
 from storage.content.manifest import MAX_MANIFEST_SIZE
-from storage.errors import ManifestTooLarge
+from storage.content.names import is_tag
+from storage.errors import ManifestTooLarge, TagInvalid
+
+MAX_TAGS_PER_PUT = 100
 
 
 async def put_manifest(request: Request) -> Response:
@@ -16,9 +19,11 @@ async def put_manifest(request: Request) -> Response:
     too_large = ManifestTooLarge(f"manifest larger than {MAX_MANIFEST_SIZE} bytes",
                                  {"limit": MAX_MANIFEST_SIZE})
     raw = await read_bounded(request, MAX_MANIFEST_SIZE, too_large)
+    tags = request.query_params.getlist("tag") if not is_tag(reference) else []
+    if len(tags) > MAX_TAGS_PER_PUT:
+        raise TagInvalid(f"at most {MAX_TAGS_PER_PUT} tag parameters per request")
     manifest = await store(request).manifests.put(
-        name, reference, raw, request.headers.get("content-type"),
-        request.query_params.getlist("tag"),
+        name, reference, raw, request.headers.get("content-type"), tags
     )
     headers = {
         "Location": url_path(request, "manifest", name=name, reference=str(manifest.digest)),
@@ -26,7 +31,10 @@ async def put_manifest(request: Request) -> Response:
     }
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject.digest)
-    return Response(status_code=201, headers=headers)
+    response = Response(status_code=201, headers=headers)
+    for tag in tags:
+        response.headers.append("OCI-Tag", tag)
+    return response
 
 
 async def get_manifest(request: Request) -> Response:
@@ -40,3 +48,10 @@ async def get_manifest(request: Request) -> Response:
     }
     body = b"" if request.method == "HEAD" else stored.raw
     return Response(body, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    name = repository(request)
+    require_deletes(request)
+    await store(request).manifests.delete(name, request.path_params["reference"])
+    return Response(status_code=202)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from registry.v2.common import body_stream, content_length, has_body, repository, store, url_path
 from storage.content.digest import ALGORITHMS, Digest
+from storage.content.names import check_name
 from storage.errors import BlobUploadInvalid, DigestInvalid, UploadOffsetMismatch
 from storage.uploads import UploadSession
 
@@ -22,6 +23,15 @@ async def start_upload(request: Request) -> Response:
     algorithm = request.query_params.get("digest-algorithm", "sha256")
     if algorithm not in ALGORITHMS:
         raise DigestInvalid(f"unsupported digest algorithm {algorithm!r}")
+    mount = request.query_params.get("mount")
+    if mount is not None:
+        digest = Digest.parse(mount)
+        source = request.query_params.get("from")
+        if source is not None:
+            source = check_name(source)
+        if await store(request).blobs.mount(name, digest, source):
+            return _created(request, name, digest)
+        # Not mountable: fall back to an ordinary upload session, as the spec asks.
     if digest_param is not None:
         digest = Digest.parse(digest_param)
         session = await uploads.start(name, digest.algorithm)

@@ -1,0 +1,25 @@
+# ECR-compatible OCI registry: filesystem storage under /data, listening on :5000.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    REGISTRY_SERVER_HOST=0.0.0.0 \
+    REGISTRY_SERVER_PORT=5000 \
+    REGISTRY_STORAGE_FILESYSTEM_ROOT=/data
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY registry ./registry
+COPY storage ./storage
+COPY auth ./auth
+COPY conformance ./conformance
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /data registry \
+    && mkdir -p /data && chown registry /data
+
+USER registry
+VOLUME ["/data"]
+EXPOSE 5000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
+    CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/' % os.environ.get('REGISTRY_SERVER_PORT','5000'), timeout=2)" || exit 1
+CMD ["registry", "serve"]

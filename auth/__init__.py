@@ -1,0 +1,1 @@
+"""Authentication and authorisation: tokens, identities, policies (to come)."""

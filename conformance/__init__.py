@@ -1,0 +1,1 @@
+"""Our own OCI Distribution Spec conformance runner (to come)."""
