@@ -1,6 +1,7 @@
 """The storage driver contract: bytes at `/`-separated keys, nothing more.
 
-A driver knows nothing of digests, manifests or repositories. Every blocking call (file I/O,
+Keys form a tree, as paths do: no key is also the folder of another key (the storage layout
+in `storage/paths.py` never needs that). A driver knows nothing of digests, manifests or repositories. Every blocking call (file I/O,
 boto3) happens inside the driver behind one bounded thread boundary, so the stores above are
 plain coroutines that never block the event loop.
 """

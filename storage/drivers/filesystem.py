@@ -9,9 +9,13 @@ several processes sharing the directory.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import threading
+import time
 import fcntl
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +40,7 @@ class FilesystemDriver:
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
+        self._listings = _ListingCache()
 
     # The one thread boundary of this driver.
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -138,23 +143,20 @@ class FilesystemDriver:
 
     def _walk(self, directory: Path, key_prefix: str, start_after: str | None,
               limit: int | None, out: list[str]) -> bool:
-        """Depth-first in whole-key byte order; prunes subtrees that lie before `start_after`.
+        """Depth-first in whole-key byte order, starting (by bisection) at `start_after`.
         Returns True once `limit` keys are collected."""
-        try:
-            with os.scandir(directory) as it:
-                entries = [
-                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
-                    for e in it if not e.name.startswith(".")
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        entries.sort()
-        for entry in entries:
+        entries = self._listings.entries(directory)
+        first = 0
+        if start_after is not None and start_after.startswith(key_prefix):
+            rel = start_after[len(key_prefix):]
+            first = bisect.bisect_right(entries, rel)
+            if first and entries[first - 1].endswith("/") and rel.startswith(entries[first - 1]):
+                first -= 1  # start_after lies inside this folder: descend into it
+        elif start_after is not None and start_after > key_prefix:
+            return False  # the whole folder lies before start_after
+        for entry in entries[first:]:
             key = key_prefix + entry
             if entry.endswith("/"):
-                if start_after is not None and key <= start_after \
-                        and not start_after.startswith(key):
-                    continue
                 if self._walk(directory / entry[:-1], key, start_after, limit, out):
                     return True
             elif start_after is None or key > start_after:
@@ -346,3 +348,56 @@ def _rmtree(path: Path) -> None:
         os.rmdir(path)
     except OSError:
         pass
+
+
+class _ListingCache:
+    """Sorted directory listings, reused while the directory's mtime is unchanged.
+
+    Correct across processes: any entry added or removed by anyone changes the directory's
+    mtime. Because mtimes come from a coarse clock, a listing is only reused when the directory
+    had not changed for `_SETTLED` seconds before it was read (the "racy timestamp" rule), so a
+    change in the same clock tick as the listing can never hide behind an equal mtime.
+    Folders sort as `name/`, which puts them where their keys belong in whole-key order."""
+
+    _SETTLED = 2.0
+    _MAX_ENTRIES = 500_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Path, tuple[int, int, list[str]]] = OrderedDict()
+        self._size = 0
+
+    def entries(self, directory: Path) -> list[str]:
+        try:
+            st = os.stat(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        with self._lock:
+            cached = self._items.get(directory)
+            if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_ino:
+                self._items.move_to_end(directory)
+                return cached[2]
+        listed_at = time.time_ns()
+        try:
+            with os.scandir(directory) as it:
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+                    for e in it if not e.name.startswith(".")
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        entries.sort()
+        if listed_at - st.st_mtime_ns > self._SETTLED * 1e9:
+            self._store(directory, (st.st_mtime_ns, st.st_ino, entries))
+        return entries
+
+    def _store(self, directory: Path, item: tuple[int, int, list[str]]) -> None:
+        with self._lock:
+            old = self._items.pop(directory, None)
+            if old is not None:
+                self._size -= len(old[2])
+            self._items[directory] = item
+            self._size += len(item[2])
+            while self._size > self._MAX_ENTRIES and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped[2])
