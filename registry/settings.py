@@ -74,7 +74,8 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(data, dotted.split("."), value)
-    return _build(Settings, data, "")
+    settings: Settings = _build(Settings, data, "")
+    return settings
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -145,9 +146,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
-    elif target is str:
-        if isinstance(value, str | Path):
-            return str(value)
+    elif target is str and isinstance(value, str | Path):
+        return str(value)
     raise SettingsError(f"setting {key!r} must be {target.__name__}, got {value!r}")
 
 

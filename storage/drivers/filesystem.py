@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import threading
-import time
+import builtins
 import fcntl
 import os
 import secrets
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,18 +78,15 @@ class FilesystemDriver:
         if exclusive and path.exists():
             return False
         tmp = self._write_temp(path, data)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
         try:
-            if exclusive:
-                try:
-                    os.link(tmp, path)  # atomic create-if-absent
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-                tmp = None
+            os.link(tmp, path)  # atomic create-if-absent
+        except FileExistsError:
+            return False
         finally:
-            if tmp is not None:
-                _unlink(tmp)
+            _unlink(tmp)
         return True
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
@@ -131,18 +129,18 @@ class FilesystemDriver:
 
     async def list(
         self, prefix: str, start_after: str | None = None, limit: int | None = None
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         return await self._run(self._list, prefix, start_after, limit)
 
-    def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+    def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]:
         if not prefix.endswith("/"):
             raise DriverError("list prefix must end with '/'")
-        out: list[str] = []
+        out: builtins.list[str] = []
         self._walk(self._path(prefix.rstrip("/")), prefix, start_after, limit, out)
         return out
 
     def _walk(self, directory: Path, key_prefix: str, start_after: str | None,
-              limit: int | None, out: list[str]) -> bool:
+              limit: int | None, out: builtins.list[str]) -> bool:
         """Depth-first in whole-key byte order, starting (by bisection) at `start_after`.
         Returns True once `limit` keys are collected."""
         entries = self._listings.entries(directory)
