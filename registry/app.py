@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from registry import errors
 from registry.settings import Settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             RegistryError: errors.registry_error_handler,
             HTTPException: errors.http_error_handler,
+            ClientDisconnect: errors.client_gone_handler,
             Exception: errors.unexpected_error_handler,
         },
         lifespan=lifespan,

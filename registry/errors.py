@@ -85,6 +85,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(request, code, exc.status_code, message, None, dict(exc.headers or {}))
 
 
+async def client_gone_handler(request: Request, exc: Exception) -> Response:
+    # The client closed the connection mid-body; nothing will read this answer. What was
+    # received stays in the upload session, which the client may resume.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, "UNKNOWN", 500, "internal error")
