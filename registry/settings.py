@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 import types
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "REGISTRY_"
+
+log = logging.getLogger("registry")
 
 
 class SettingsError(ValueError):
@@ -69,7 +72,9 @@ def load_settings(
     for name, value in sorted(env.items()):
         if name.startswith(ENV_PREFIX):
             keys = _env_path(Settings, name[len(ENV_PREFIX):].lower().split("_"))
-            if keys is not None:
+            if keys is None:
+                log.warning("ignoring environment variable %s: no such setting", name)
+            else:
                 _set(data, keys, value)
     for dotted, value in (overrides or {}).items():
         if value is not None:
@@ -79,8 +84,10 @@ def load_settings(
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            raise SettingsError(f"[{'.'.join(keys[:depth + 1])}] must be a table")
     data[keys[-1]] = value
 
 

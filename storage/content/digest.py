@@ -26,13 +26,13 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        if len(text) > 256 or not _GRAMMAR.match(text):
+        if len(text) > 256 or not _GRAMMAR.fullmatch(text):
             raise DigestInvalid(f"invalid digest {text[:80]!r}")
         algorithm, _, encoded = text.partition(":")
         pattern = ALGORITHMS.get(algorithm)
         if pattern is None:
             raise DigestInvalid(f"unsupported digest algorithm {algorithm!r}")
-        if not pattern.match(encoded):
+        if not pattern.fullmatch(encoded):
             raise DigestInvalid(f"invalid {algorithm} digest {text[:80]!r}")
         return cls(algorithm, encoded)
 

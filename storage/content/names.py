@@ -17,7 +17,7 @@ MAX_TAG_LENGTH = 128
 def check_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise NameInvalid(f"repository name longer than {MAX_NAME_LENGTH} characters")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name[:100]!r}")
     return name
 
@@ -29,6 +29,6 @@ def is_tag(reference: str) -> bool:
 def check_tag(tag: str) -> str:
     if len(tag) > MAX_TAG_LENGTH:
         raise TagInvalid(f"tag longer than {MAX_TAG_LENGTH} characters")
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise TagInvalid(f"invalid tag {tag[:100]!r}")
     return tag

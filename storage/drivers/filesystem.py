@@ -14,6 +14,7 @@ import builtins
 import fcntl
 import os
 import secrets
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -114,6 +115,8 @@ class FilesystemDriver:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise KeyNotFound(key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyNotFound(key)  # a folder is not an object
         return Stat(size=st.st_size, modified=st.st_mtime)
 
     async def exists(self, key: str) -> bool:
@@ -136,6 +139,8 @@ class FilesystemDriver:
         if not prefix.endswith("/"):
             raise DriverError("list prefix must end with '/'")
         out: builtins.list[str] = []
+        if limit is not None and limit <= 0:
+            return out
         self._walk(self._path(prefix.rstrip("/")), prefix, start_after, limit, out)
         return out
 
@@ -182,9 +187,13 @@ class FilesystemDriver:
 
     def _open_read(self, key: str) -> int:
         try:
-            return os.open(self._path(key), os.O_RDONLY)
+            fd = os.open(self._path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(key) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise KeyNotFound(key)
+        return fd
 
     async def scan(self, key: str, observe: Observer) -> int:
         return await self._run(self._scan, key, observe)
@@ -272,10 +281,7 @@ class FilesystemDriver:
 
     def _move(self, src: str, dst: str) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
-        try:
-            fd = os.open(src_path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise KeyNotFound(src) from None
+        fd = self._open_read(src)
         try:
             # An appender holds this lock while it writes; never move an object mid-append.
             try:
@@ -328,7 +334,7 @@ def _fsync_dir(path: Path) -> None:
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         pass
 
 

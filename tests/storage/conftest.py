@@ -1,0 +1,85 @@
+"""Fixtures for the shared driver suite: every test in `test_driver.py` runs once per driver.
+
+Adding a driver is one entry in `DRIVER_FACTORIES`. A factory is a coroutine that receives the
+test's `pytest.FixtureRequest`, so it can pull whatever it needs from other fixtures
+(`tmp_path` here; a session-scoped `moto_server` and a fresh bucket for S3) and may await
+set-up on the test's event loop.
+
+There is no async pytest plugin: `async def` tests in this folder run through
+`pytest_pyfunc_call` below on the same `asyncio.Runner` that created the driver, because a
+driver may bind loop-affine objects (semaphores, HTTP sessions) when it is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.drivers import Driver
+from storage.drivers.filesystem import FilesystemDriver
+
+DriverFactory = Callable[[pytest.FixtureRequest], Coroutine[Any, Any, Driver]]
+KnownBug = Callable[[str, str], None]
+
+# Generous: the slowest test streams a few MiB; a deadlocked driver should fail, not hang.
+ASYNC_TEST_TIMEOUT = 120.0
+
+
+async def filesystem_driver(request: pytest.FixtureRequest) -> Driver:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return FilesystemDriver(tmp_path / "filesystem")
+
+
+DRIVER_FACTORIES: dict[str, DriverFactory] = {
+    "filesystem": filesystem_driver,
+}
+
+
+@pytest.fixture
+def runner() -> Iterator[asyncio.Runner]:
+    """One event loop per test, shared by the driver fixture and the async test body."""
+    with asyncio.Runner() as loop_runner:
+        yield loop_runner
+
+
+@pytest.fixture(params=sorted(DRIVER_FACTORIES))
+def driver(request: pytest.FixtureRequest, runner: asyncio.Runner) -> Iterator[Driver]:
+    instance = runner.run(DRIVER_FACTORIES[request.param](request))
+    try:
+        yield instance
+    finally:
+        runner.run(instance.close())
+
+
+@pytest.fixture
+def known_bug(request: pytest.FixtureRequest, driver: Driver) -> KnownBug:
+    """`known_bug("filesystem", "why")` marks the running test a strict xfail for that driver
+    only, so a bug in one driver does not turn into an unexpected pass for the others."""
+
+    def mark(driver_name: str, reason: str) -> None:
+        if driver.name == driver_name:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+    return mark
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run `async def` tests of this folder on the test's runner, with a timeout."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return None
+    names = inspect.signature(test).parameters
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    loop_runner = pyfuncitem.funcargs.get("runner")
+    if isinstance(loop_runner, asyncio.Runner):
+        loop_runner.run(asyncio.wait_for(test(**kwargs), ASYNC_TEST_TIMEOUT))
+    else:
+        with asyncio.Runner() as fresh:
+            fresh.run(asyncio.wait_for(test(**kwargs), ASYNC_TEST_TIMEOUT))
+    return True
