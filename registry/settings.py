@@ -31,6 +31,7 @@ class ServerSettings:
     log_level: str = "info"
     access_log: bool = False
     graceful_timeout: int = 30
+    tune_malloc: bool = True
 
 
 @dataclass(frozen=True, slots=True)
