@@ -17,7 +17,6 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
     uploads/
       <uuid>/info                              upload session record (repository, algorithm, start)
       <uuid>/data                              the bytes received so far
-      <uuid>/sealed                            the bytes, closed to appends, being verified
 
 Repository name components never start with `_` (the name grammar forbids it), so `_layers` and
 `_manifests` cannot collide with a nested repository. Catalog markers end in `+repository`: `+`
@@ -91,10 +90,6 @@ def upload_info(upload_id: str) -> str:
 
 def upload_data(upload_id: str) -> str:
     return f"{UPLOADS}/{upload_id}/data"
-
-
-def upload_sealed(upload_id: str) -> str:
-    return f"{UPLOADS}/{upload_id}/sealed"
 
 
 def upload(upload_id: str) -> str:

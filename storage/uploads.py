@@ -2,8 +2,8 @@
 
 The running hash is cached in the process that wrote the previous chunk, keyed by the size it
 covers; a process that lacks it (or finds the size moved on) rehashes the stored bytes.
-Completion seals the data (no appender can reach it afterwards), verifies the digest, then moves
-it to its content address and links it: a crash leaves nothing visible or a complete blob.
+Completion seals the data (no appender can change it afterwards), verifies the digest, then
+moves it to its content address and links it: a crash leaves nothing visible or a complete blob.
 """
 
 from __future__ import annotations
@@ -110,19 +110,20 @@ class UploadStore:
         if final is not None:
             session = _with_size(session, await self.append(session, final))
         data_key = paths.upload_data(session.id)
-        sealed_key = paths.upload_sealed(session.id)
         try:
-            await self.driver.move(data_key, sealed_key)
+            size = (await self.driver.stat(data_key)).size
         except KeyNotFound:
-            # Sealed by an earlier attempt that failed later on, or an empty blob.
-            if not await self.driver.exists(sealed_key):
-                if session.size != 0:
-                    raise BlobUploadUnknown("upload session unknown", {"uuid": session.id}) \
-                        from None
-                await self.driver.put(sealed_key, b"")
-        except KeyBusy:
+            if session.size != 0:
+                raise BlobUploadUnknown("upload session unknown", {"uuid": session.id}) from None
+            await self.driver.put(data_key, b"")  # an empty blob never had a chunk
+            size = 0
+        try:
+            await self.driver.seal(data_key, size)
+        except (KeyBusy, OffsetMismatch):
             raise UploadBusy("another request is writing to this upload") from None
-        size, actual = await self._digest(session.id, sealed_key, expected.algorithm)
+        except KeyNotFound:
+            raise BlobUploadUnknown("upload session unknown", {"uuid": session.id}) from None
+        actual = await self._digest(session.id, data_key, size, expected.algorithm)
         if actual != expected:
             await self.cancel(session)
             raise DigestInvalid(
@@ -131,9 +132,9 @@ class UploadStore:
             )
         blob_key = paths.blob(expected)
         if await self.driver.exists(blob_key):
-            await self.driver.delete(sealed_key)  # already stored: commits are idempotent
+            await self.driver.delete(data_key)  # already stored: commits are idempotent
         else:
-            await self.driver.move(sealed_key, blob_key)
+            await self.driver.move(data_key, blob_key)
         await self.blobs.link(session.repository, expected)
         await self.cancel(session)
         return size
@@ -143,14 +144,15 @@ class UploadStore:
         await self.driver.delete(paths.upload_info(session.id))
         await self.driver.delete_prefix(paths.upload(session.id))
 
-    async def _digest(self, upload_id: str, key: str, algorithm: str) -> tuple[int, Digest]:
-        size = (await self.driver.stat(key)).size
+    async def _digest(self, upload_id: str, key: str, size: int, algorithm: str) -> Digest:
+        """The digest of the sealed bytes: from this process's running hash when it covers
+        exactly them, else by reading them back."""
         cached = self._hashes.pop(upload_id, None)
         if cached is not None and cached[0] == size and cached[1].name == algorithm:
-            return size, Digest(algorithm, cached[1].hexdigest())
+            return Digest(algorithm, cached[1].hexdigest())
         hasher = new_hasher(algorithm)
-        scanned = await self.driver.scan(key, hasher.update)
-        return scanned, Digest(algorithm, hasher.hexdigest())
+        await self.driver.scan(key, hasher.update)
+        return Digest(algorithm, hasher.hexdigest())
 
     def _take_hasher(self, upload_id: str, algorithm: str, offset: int) -> Any:
         cached = self._hashes.pop(upload_id, None)

@@ -58,8 +58,15 @@ class Driver(Protocol):
     ) -> int:
         """Append a stream to an object that must currently be exactly `offset` bytes long
         (0 creates it). One appender per key at a time (KeyBusy otherwise); OffsetMismatch
-        carries the real size. `observe` sees every byte that is written, in order, in the
-        driver's thread. Returns the new size. Bytes received before a failure stay appended."""
+        carries the real size; a sealed object refuses appends with KeyNotFound. `observe` sees
+        every byte that is written, in order, in the driver's thread. Returns the new size.
+        Bytes received before a failure stay appended. `stat` reports the size appended so far;
+        `read` and `scan` are only meaningful once the object is sealed."""
+
+    async def seal(self, key: str, size: int) -> None:
+        """Close an appended object to further appends and make it a plain, durable object
+        at the same key, provided it is exactly `size` bytes long (OffsetMismatch otherwise;
+        KeyBusy while an append is running). Idempotent on a sealed object of that size."""
 
     async def scan(self, key: str, observe: Observer) -> int:
         """Feed the whole object to `observe` in the driver's thread; returns its size."""

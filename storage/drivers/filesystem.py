@@ -271,10 +271,33 @@ class FilesystemDriver:
             # Moved away (sealed for completion) between our open and our lock.
             os.close(fd)
             raise KeyNotFound(key)
+        if not st.st_mode & stat.S_IWUSR:
+            os.close(fd)
+            raise KeyNotFound(key)  # sealed: no longer an upload in progress
         if st.st_size != offset:
             os.close(fd)
             raise OffsetMismatch(key, st.st_size)
         return fd
+
+    async def seal(self, key: str, size: int) -> None:
+        await self._run(self._seal, key, size)
+
+    def _seal(self, key: str, size: int) -> None:
+        fd = self._open_read(key)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise KeyBusy(key) from None
+            st = os.fstat(fd)
+            if st.st_size != size:
+                raise OffsetMismatch(key, st.st_size)
+            # Appenders check the write bit under the same lock (root ignores modes on open).
+            os.fchmod(fd, 0o444)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     async def move(self, src: str, dst: str) -> None:
         await self._run(self._move, src, dst)
