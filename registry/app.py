@@ -28,6 +28,18 @@ def build_driver(settings: Settings) -> Driver:
             fsync=storage.filesystem.fsync,
             max_threads=storage.max_threads,
         )
+    if storage.driver == "s3":
+        s3 = storage.s3
+        return load_driver(
+            "s3",
+            bucket=s3.bucket, prefix=s3.prefix, region=s3.region, endpoint_url=s3.endpoint_url,
+            addressing_style=s3.addressing_style, part_size=s3.part_size, redirect=s3.redirect,
+            redirect_expiry=s3.redirect_expiry, server_side_encryption=s3.server_side_encryption,
+            kms_key_id=s3.kms_key_id, storage_class=s3.storage_class,
+            access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key,
+            session_token=s3.session_token, max_attempts=s3.max_attempts,
+            max_threads=storage.max_threads,
+        )
     return load_driver(storage.driver)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import os
 import logging
+import os
 from pathlib import Path
 
 import uvicorn
@@ -43,8 +43,9 @@ def serve(settings: Settings) -> int:
         tune_allocator()
     app = create_app(settings)
     server = settings.server
-    where = (str(Path(settings.storage.filesystem.root).resolve())
-             if settings.storage.driver == "filesystem" else settings.storage.driver)
+    storage = settings.storage
+    where = (str(Path(storage.filesystem.root).resolve()) if storage.driver == "filesystem"
+             else f"s3://{storage.s3.bucket}/{storage.s3.prefix}")
     config = uvicorn.Config(
         app,
         host=server.host,

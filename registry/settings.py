@@ -41,11 +41,31 @@ class FilesystemSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Settings:
+    bucket: str = ""
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    addressing_style: str = "auto"  # "path" for MinIO / Ceph RGW without wildcard DNS
+    part_size: int = 16 * 1024 * 1024
+    redirect: bool = True  # blob GETs answer 307 to a presigned URL
+    redirect_expiry: int = 1200
+    server_side_encryption: str | None = None  # "AES256" or "aws:kms"
+    kms_key_id: str | None = None
+    storage_class: str | None = None
+    access_key_id: str | None = None  # else the standard AWS credential chain
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    max_attempts: int = 6
+
+
+@dataclass(frozen=True, slots=True)
 class StorageSettings:
     driver: str = "filesystem"
     delete_enabled: bool = True
     max_threads: int = 32
     filesystem: FilesystemSettings = field(default_factory=FilesystemSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +195,16 @@ def _validate(settings: Any, where: str) -> None:
             )
         if settings.max_threads < 1:
             raise SettingsError("setting 'storage.max_threads' must be at least 1")
+        if settings.driver == "s3" and not settings.s3.bucket:
+            raise SettingsError("setting 'storage.s3.bucket' is required with driver 's3'")
+    if isinstance(settings, S3Settings):
+        if settings.part_size < 5 * 1024 * 1024:
+            raise SettingsError("setting 'storage.s3.part_size' must be at least 5 MiB (S3's minimum)")
+        if settings.addressing_style not in ("auto", "path", "virtual"):
+            raise SettingsError("setting 'storage.s3.addressing_style' must be auto, path or virtual")
+        if settings.server_side_encryption not in (None, "AES256", "aws:kms"):
+            raise SettingsError(
+                "setting 'storage.s3.server_side_encryption' must be AES256 or aws:kms")
+        if bool(settings.access_key_id) != bool(settings.secret_access_key):
+            raise SettingsError("settings 'storage.s3.access_key_id' and 'secret_access_key' "
+                                "go together")

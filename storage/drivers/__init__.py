@@ -10,6 +10,7 @@ from storage.drivers.base import Driver, Stat
 
 DRIVERS: dict[str, str] = {
     "filesystem": "storage.drivers.filesystem:FilesystemDriver",
+    "s3": "storage.drivers.s3:S3Driver",
 }
 
 

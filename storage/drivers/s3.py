@@ -1,0 +1,490 @@
+"""S3 driver (boto3): keys are objects under an optional prefix in one bucket.
+
+Appends become S3 multipart uploads whose state lives in the bucket, so any replica continues
+any upload. While an object at key K is being appended, K holds a small JSON state record
+(marked by the object metadata `appendable`): the multipart upload id, the parts uploaded so far
+with their ETags, and the size. Bytes that do not yet fill a part are kept in the bucket at
+`K#tail` (`#` never occurs in the registry's keys), never in the process beyond one part.
+`seal` uploads the tail as the last part and completes the multipart upload in place, which
+replaces the state record with the object itself. Racing appenders cannot corrupt an object:
+the state record is replaced only with `If-Match` on its ETag, and S3 checks every part's ETag
+at completion.
+
+Every boto3 call runs in this driver's one bounded thread pool; botocore retries transient
+failures (throttling, 5xx, dropped connections) with backoff; what still fails is translated
+in `s3_errors.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.drivers.base import Observer, Stat
+from storage.drivers.s3_errors import translate
+from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject limit; larger objects are copied in parts
+COPY_PART_SIZE = 1024 * MiB
+READ_CHUNK = 1 * MiB
+TAIL = "#tail"
+_APPENDABLE = "appendable"
+
+
+@dataclass(slots=True)
+class _AppendState:
+    upload_id: str
+    parts: list[tuple[int, str, int]] = field(default_factory=list)  # number, etag, size
+    tail: int = 0
+    tail_etag: str | None = None
+    etag: str | None = None  # of the state record itself
+
+    @property
+    def size(self) -> int:
+        return sum(p[2] for p in self.parts) + self.tail
+
+    def dump(self) -> bytes:
+        return json.dumps({"uploadId": self.upload_id, "parts": self.parts, "tail": self.tail,
+                           "tailEtag": self.tail_etag}).encode()
+
+    @classmethod
+    def load(cls, data: bytes, etag: str) -> _AppendState:
+        doc = json.loads(data)
+        return cls(doc["uploadId"], [(int(n), str(e), int(z)) for n, e, z in doc["parts"]],
+                   int(doc["tail"]), doc.get("tailEtag"), etag)
+
+
+class S3Driver:
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        addressing_style: str = "auto",
+        part_size: int = 16 * MiB,
+        redirect: bool = True,
+        redirect_expiry: int = 1200,
+        server_side_encryption: str | None = None,
+        kms_key_id: str | None = None,
+        storage_class: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        max_attempts: int = 6,
+        max_threads: int = 32,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"S3 part size must be at least {MIN_PART_SIZE} bytes")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = part_size
+        self.redirect = redirect
+        self.redirect_expiry = redirect_expiry
+        self._write_args: dict[str, str] = {}
+        if server_side_encryption:
+            self._write_args["ServerSideEncryption"] = server_side_encryption
+        if kms_key_id:
+            self._write_args["SSEKMSKeyId"] = kms_key_id
+        if storage_class:
+            self._write_args["StorageClass"] = storage_class
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token, region_name=region,
+        )
+        config = Config(
+            max_pool_connections=max_threads,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=10,
+            read_timeout=120,
+            tcp_keepalive=True,
+        )
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="s3")
+
+    # The one thread boundary of this driver; botocore failures are translated here.
+    async def _run(self, fn: Callable[..., T], *args: Any, key: str = "") -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, key) from None
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or TAIL in key:
+            raise DriverError(f"invalid key {key!r}")
+        return self.prefix + key
+
+    # -- small objects -------------------------------------------------------------------------
+
+    async def get(self, key: str, max_size: int | None = None) -> bytes:
+        return await self._run(self._get, self._key(key), max_size, key=key)
+
+    def _get(self, full: str, max_size: int | None, **extra: Any) -> bytes:
+        response = self.client.get_object(Bucket=self.bucket, Key=full, **extra)
+        body = response["Body"]
+        try:
+            if max_size is not None and response["ContentLength"] > max_size:
+                raise DriverError(f"{full} is larger than {max_size} bytes")
+            data: bytes = body.read()
+            return data
+        finally:
+            body.close()
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._run(self._put, self._key(key), data, key=key)
+
+    def _put(self, full: str, data: bytes, **extra: Any) -> str:
+        response = self.client.put_object(Bucket=self.bucket, Key=full, Body=data,
+                                          **self._write_args, **extra)
+        return str(response["ETag"])
+
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        full = self._key(key)
+        try:
+            await self._run(functools.partial(self._put, full, data, IfNoneMatch="*"), key=key)
+        except KeyBusy:
+            return False
+        return True
+
+    async def stat(self, key: str) -> Stat:
+        return await self._run(self._stat, self._key(key), key=key)
+
+    def _stat(self, full: str) -> Stat:
+        head = self.client.head_object(Bucket=self.bucket, Key=full)
+        meta = head.get("Metadata", {})
+        size = int(meta["size"]) if _APPENDABLE in meta else int(head["ContentLength"])
+        return Stat(size=size, modified=head["LastModified"].timestamp())
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except KeyNotFound:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        full = self._key(key)
+        await self._run(self._delete_keys, [full, full + TAIL], key=key)
+
+    def _delete_keys(self, keys: builtins.list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start:start + 1000]]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = response.get("Errors", [])
+            if errors:
+                raise DriverError(f"could not delete {errors[0].get('Key')}: "
+                                  f"{errors[0].get('Code')}")
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self._run(self._delete_prefix, self._key(prefix), key=prefix)
+
+    def _delete_prefix(self, full_prefix: str) -> None:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+            for upload in page.get("Uploads", []):
+                self._abort(upload["Key"], upload["UploadId"])
+        keys = [obj["Key"] for page in self.client.get_paginator("list_objects_v2")
+                .paginate(Bucket=self.bucket, Prefix=full_prefix) for obj in page.get("Contents", [])]
+        if keys:
+            self._delete_keys(keys)
+
+    def _abort(self, full: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+
+    # -- listing -------------------------------------------------------------------------------
+
+    async def list(
+        self, prefix: str, start_after: str | None = None, limit: int | None = None
+    ) -> builtins.list[str]:
+        if not prefix.endswith("/"):
+            raise DriverError("list prefix must end with '/'")
+        return await self._run(self._list, prefix, start_after, limit, key=prefix)
+
+    def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]:
+        out: builtins.list[str] = []
+        if limit is not None and limit <= 0:
+            return out
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            args["StartAfter"] = self.prefix + start_after
+        while True:
+            wanted = 1000 if limit is None else min(1000, limit - len(out))
+            response = self.client.list_objects_v2(MaxKeys=wanted, **args)
+            for obj in response.get("Contents", []):
+                key = obj["Key"][len(self.prefix):]
+                if TAIL not in key:
+                    out.append(key)
+            if (limit is not None and len(out) >= limit) or not response.get("IsTruncated"):
+                return out[:limit] if limit is not None else out
+            args.pop("ContinuationToken", None)
+            args["ContinuationToken"] = response["NextContinuationToken"]
+
+    # -- streams -------------------------------------------------------------------------------
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if end is not None and end <= start:
+            await self.stat(key)
+            return
+        byte_range = f"bytes={start}-{'' if end is None else end - 1}"
+        if start == 0 and end is None:
+            byte_range = ""
+        body = await self._run(self._open_body, self._key(key), byte_range, key=key)
+        try:
+            while True:
+                chunk = await self._run(body.read, READ_CHUNK, key=key)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
+
+    def _open_body(self, full: str, byte_range: str) -> Any:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if byte_range:
+            args["Range"] = byte_range
+        response = self.client.get_object(**args)
+        if _APPENDABLE in response.get("Metadata", {}):
+            response["Body"].close()
+            raise DriverError(f"{full} is still being appended to; seal it first")
+        return response["Body"]
+
+    async def scan(self, key: str, observe: Observer) -> int:
+        return await self._run(self._scan, self._key(key), observe, key=key)
+
+    def _scan(self, full: str, observe: Observer) -> int:
+        body = self._open_body(full, "")
+        total = 0
+        try:
+            while chunk := body.read(READ_CHUNK):
+                observe(chunk)
+                total += len(chunk)
+        finally:
+            body.close()
+        return total
+
+    # -- appends -------------------------------------------------------------------------------
+
+    def _load_state(self, full: str) -> _AppendState | None:
+        """The append state at `full`; None when absent; KeyNotFound when sealed (plain)."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        body = response["Body"]
+        try:
+            if _APPENDABLE not in response.get("Metadata", {}):
+                raise KeyNotFound(full)
+            return _AppendState.load(body.read(), response["ETag"])
+        finally:
+            body.close()
+
+    def _start_append(self, full: str) -> _AppendState:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                     **self._write_args)
+        state = _AppendState(upload["UploadId"])
+        try:
+            self._save_state(full, state, create=True)
+        except BaseException:
+            self._abort(full, state.upload_id)
+            raise
+        return state
+
+    def _save_state(self, full: str, state: _AppendState, create: bool = False) -> None:
+        condition = {"IfNoneMatch": "*"} if create else {"IfMatch": str(state.etag)}
+        response = self.client.put_object(
+            Bucket=self.bucket, Key=full, Body=state.dump(),
+            Metadata={_APPENDABLE: "1", "size": str(state.size)}, **self._write_args,
+            **condition,
+        )
+        state.etag = response["ETag"]
+
+    def _get_tail(self, full: str, state: _AppendState) -> bytes:
+        # If-Match: a racing appender's tail must never be taken for ours.
+        extra = {"IfMatch": state.tail_etag} if state.tail_etag else {}
+        tail = self._get(full + TAIL, None, **extra)
+        if len(tail) != state.tail:
+            raise KeyBusy(full)
+        return tail
+
+    def _upload_part(self, full: str, state: _AppendState, number: int, data: bytes,
+                     observe: Observer | None, new: builtins.list[bytes]) -> tuple[int, str, int]:
+        if observe is not None:
+            for chunk in new:
+                observe(chunk)
+        if number > MAX_PARTS:
+            raise DriverError(f"{full}: more than {MAX_PARTS} parts; raise the part size")
+        response = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=state.upload_id,
+                                           PartNumber=number, Body=data)
+        return (number, str(response["ETag"]), len(data))
+
+    def _finish_append(self, full: str, state: _AppendState, tail: bytes,
+                       observe: Observer | None, new: builtins.list[bytes]) -> None:
+        if observe is not None:
+            for chunk in new:
+                observe(chunk)
+        if tail or state.tail:
+            state.tail_etag = self._put(full + TAIL, tail) if tail else None
+        state.tail = len(tail)
+        self._save_state(full, state)
+
+    async def append(
+        self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
+    ) -> int:
+        full = self._key(key)
+        state = await self._run(self._load_state, full, key=key)
+        if state is None:
+            if offset != 0:
+                raise KeyNotFound(key)
+            state = await self._run(self._start_append, full, key=key)
+        if state.size != offset:
+            raise OffsetMismatch(key, state.size)
+        buffer = bytearray()
+        if state.tail:
+            buffer += await self._run(self._get_tail, full, state, key=key)
+        new: builtins.list[bytes] = []
+        pending: tuple[asyncio.Future[tuple[int, str, int]], bytes] | None = None
+        loop = asyncio.get_running_loop()
+        lost = b""  # a part whose upload failed: kept as the start of the tail
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                buffer += chunk
+                new.append(chunk)
+                if len(buffer) >= self.part_size:
+                    if pending is not None:
+                        state.parts.append(await self._settle(pending[0], key))
+                        pending = None
+                    data = bytes(buffer[:self.part_size])
+                    del buffer[:self.part_size]
+                    future = loop.run_in_executor(
+                        self._pool, self._upload_part, full, state, len(state.parts) + 1, data,
+                        observe, new)
+                    pending, new = (future, data), []
+        finally:
+            if pending is not None:
+                try:
+                    state.parts.append(await self._settle(pending[0], key))
+                except BaseException:
+                    lost = pending[1]
+                    raise
+                finally:
+                    # Record what arrived (also after a disconnect) so the client can resume.
+                    await self._run(self._finish_append, full, state, lost + bytes(buffer),
+                                    observe, new, key=key)
+            else:
+                await self._run(self._finish_append, full, state, bytes(buffer), observe, new,
+                                key=key)
+        return state.size
+
+    async def _settle(self, future: asyncio.Future[T], key: str) -> T:
+        try:
+            return await future
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, key) from None
+
+    async def seal(self, key: str, size: int) -> None:
+        await self._run(self._seal, self._key(key), size, key=key)
+
+    def _seal(self, full: str, size: int) -> None:
+        try:
+            state = self._load_state(full)
+        except KeyNotFound:
+            actual = int(self.client.head_object(Bucket=self.bucket, Key=full)["ContentLength"])
+            if actual != size:
+                raise OffsetMismatch(full, actual) from None
+            return  # sealed already
+        if state is None:
+            raise KeyNotFound(full)
+        if state.size != size:
+            raise OffsetMismatch(full, state.size)
+        parts = list(state.parts)
+        if state.tail:
+            tail = self._get_tail(full, state)
+            parts.append(self._upload_part(full, state, len(parts) + 1, tail, None, []))
+        if not parts:
+            self._abort(full, state.upload_id)
+            self._put(full, b"", IfMatch=str(state.etag))
+        else:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=state.upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e, _ in parts]},
+            )
+        self._delete_keys([full + TAIL])
+
+    # -- moves and URLs ------------------------------------------------------------------------
+
+    async def move(self, src: str, dst: str) -> None:
+        await self._run(self._move, self._key(src), self._key(dst), key=src)
+
+    def _move(self, src: str, dst: str) -> None:
+        head = self.client.head_object(Bucket=self.bucket, Key=src)
+        if _APPENDABLE in head.get("Metadata", {}):
+            raise KeyBusy(src)  # still being appended to: seal first
+        size = int(head["ContentLength"])
+        source = {"Bucket": self.bucket, "Key": src}
+        if size <= MAX_COPY_SIZE:
+            self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource=source,
+                                    **self._write_args)
+        else:
+            self._copy_in_parts(source, dst, size)
+        self._delete_keys([src])
+
+    def _copy_in_parts(self, source: dict[str, str], dst: str, size: int) -> None:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=dst,
+                                                     **self._write_args)
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
+                end = min(start + COPY_PART_SIZE, size) - 1
+                response = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=dst, UploadId=upload_id, PartNumber=number,
+                    CopySource=source, CopySourceRange=f"bytes={start}-{end}")
+                parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=dst, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort(dst, upload_id)
+            raise
+
+    async def redirect_url(self, key: str, expires_in: int) -> str | None:
+        if not self.redirect:
+            return None
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            ExpiresIn=min(expires_in, self.redirect_expiry),
+        )
+        return url
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
