@@ -42,7 +42,7 @@ def _summarise(log: str) -> str:
 @pytest.fixture
 def client(registry_server: LiveRegistry) -> Iterator[httpx.Client]:
     """Like the shared `client`, but any 5xx response fails the test immediately."""
-    with httpx.Client(base_url=registry_server.url, timeout=60,
+    with httpx.Client(base_url=registry_server.url, timeout=60, follow_redirects=True,
                       event_hooks={"response": [_no_server_error]}) as c:
         yield c
 
