@@ -12,8 +12,16 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
           tags/<tag>                           record: the digest the tag points at
           referrers/sha256/<subject-hex>/sha256/<hex>
                                                descriptor of a manifest whose subject is <subject>
+        _policy                                the repository policy document
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
+    iam/
+      users/<name>                             user record (password hash, groups, policies)
+      groups/<name>                            group record (policies)
+      access-keys/<id>                         access key (user, encrypted secret)
+      signing-keys/<kid>                       token signing key (encrypted private key)
+    registry/
+      policy                                   the registry policy document
     uploads/
       <uuid>/info                              upload session record (repository, algorithm, start)
       <uuid>/data                              the bytes received so far
@@ -34,6 +42,8 @@ BLOBS = "blobs"
 REPOSITORIES = "repositories"
 CATALOG = "catalog"
 UPLOADS = "uploads"
+IAM = "iam"
+IAM_KINDS = ("users", "groups", "access-keys", "signing-keys")
 CATALOG_SUFFIX = "+repository"
 
 
@@ -94,3 +104,22 @@ def upload_data(upload_id: str) -> str:
 
 def upload(upload_id: str) -> str:
     return f"{UPLOADS}/{upload_id}/"
+
+
+def repository_policy(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_policy"
+
+
+def registry_policy() -> str:
+    return "registry/policy"
+
+
+def iam_records(kind: str) -> str:
+    """Prefix under which every record of one IAM kind is one key (names never contain `/`)."""
+    if kind not in IAM_KINDS:
+        raise ValueError(f"unknown IAM record kind {kind!r}")
+    return f"{IAM}/{kind}/"
+
+
+def iam_record(kind: str, name: str) -> str:
+    return iam_records(kind) + name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage.blobs import BlobStore
 from storage.drivers.base import Driver
+from storage.iam import IamStore
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
 from storage.uploads import UploadStore
@@ -16,6 +17,7 @@ class Store:
         self.blobs = BlobStore(driver, self.repositories)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs)
+        self.iam = IamStore(driver)
 
     async def close(self) -> None:
         await self.driver.close()
