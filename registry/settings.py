@@ -54,8 +54,8 @@ class S3Settings:
     kms_key_id: str | None = None
     storage_class: str | None = None
     access_key_id: str | None = None  # else the standard AWS credential chain
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     max_attempts: int = 6
 
 
@@ -69,9 +69,29 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    enabled: bool = False
+    # Serving anonymously on a non-loopback address needs this said explicitly.
+    allow_anonymous: bool = False
+    account_id: str = "000000000000"  # the 12-digit registry id (ECR registryId)
+    region: str = "us-east-1"
+    service: str = "registry"  # the token audience clients name in `service=`
+    issuer: str = "registry-token-issuer"
+    realm: str | None = None  # token endpoint URL; default <public_url or request URL>/token
+    token_ttl: int = 300
+    refresh_token_ttl: int = 7 * 24 * 3600
+    signing_algorithm: str = "ES256"  # or RS256
+    # base64 of 32 bytes: encrypts access-key secrets and signing keys at rest
+    secret_key: str | None = field(default=None, repr=False)
+    login_failures: int = 5  # failed logins per address or user within the window, then 429
+    login_window: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 def load_settings(
@@ -197,6 +217,19 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError("setting 'storage.max_threads' must be at least 1")
         if settings.driver == "s3" and not settings.s3.bucket:
             raise SettingsError("setting 'storage.s3.bucket' is required with driver 's3'")
+    if isinstance(settings, AuthSettings):
+        if not (len(settings.account_id) == 12 and settings.account_id.isdigit()):
+            raise SettingsError("setting 'auth.account_id' must be 12 digits")
+        if settings.signing_algorithm not in ("ES256", "RS256"):
+            raise SettingsError("setting 'auth.signing_algorithm' must be ES256 or RS256")
+        if settings.token_ttl < 10 or settings.refresh_token_ttl < settings.token_ttl:
+            raise SettingsError("setting 'auth.token_ttl' must be at least 10 s and not above "
+                                "'auth.refresh_token_ttl'")
+        if settings.enabled and not settings.secret_key:
+            raise SettingsError(
+                "setting 'auth.secret_key' is required with auth enabled: it encrypts secrets "
+                "at rest. Generate one with: python -c \"import base64,os;"
+                "print(base64.b64encode(os.urandom(32)).decode())\"")
     if isinstance(settings, S3Settings):
         if settings.part_size < 5 * 1024 * 1024:
             raise SettingsError("setting 'storage.s3.part_size' must be at least 5 MiB (S3's minimum)")
