@@ -232,9 +232,11 @@ def _validate(settings: Any, where: str) -> None:
                 "print(base64.b64encode(os.urandom(32)).decode())\"")
     if isinstance(settings, S3Settings):
         if settings.part_size < 5 * 1024 * 1024:
-            raise SettingsError("setting 'storage.s3.part_size' must be at least 5 MiB (S3's minimum)")
+            raise SettingsError(
+                "setting 'storage.s3.part_size' must be at least 5 MiB (S3's minimum)")
         if settings.addressing_style not in ("auto", "path", "virtual"):
-            raise SettingsError("setting 'storage.s3.addressing_style' must be auto, path or virtual")
+            raise SettingsError(
+                "setting 'storage.s3.addressing_style' must be auto, path or virtual")
         if settings.server_side_encryption not in (None, "AES256", "aws:kms"):
             raise SettingsError(
                 "setting 'storage.s3.server_side_encryption' must be AES256 or aws:kms")

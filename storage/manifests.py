@@ -86,7 +86,8 @@ class ManifestStore:
         return manifest
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
-        missing = [str(d.digest) for d in manifest.blobs if not await self.blobs.linked(name, d.digest)]
+        missing = [str(d.digest) for d in manifest.blobs
+                   if not await self.blobs.linked(name, d.digest)]
         if missing:
             raise ManifestBlobUnknown(
                 f"manifest references blobs unknown to the repository: {', '.join(missing)}",

@@ -18,7 +18,8 @@ def load_driver(name: str, **options: Any) -> Driver:
     try:
         target = DRIVERS[name]
     except KeyError:
-        raise ValueError(f"unknown storage driver {name!r}; choose one of {sorted(DRIVERS)}") from None
+        choices = sorted(DRIVERS)
+        raise ValueError(f"unknown storage driver {name!r}; choose one of {choices}") from None
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     driver: Driver = cls(**options)

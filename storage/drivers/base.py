@@ -1,7 +1,8 @@
 """The storage driver contract: bytes at `/`-separated keys, nothing more.
 
 Keys form a tree, as paths do: no key is also the folder of another key (the storage layout
-in `storage/paths.py` never needs that). A driver knows nothing of digests, manifests or repositories. Every blocking call (file I/O,
+in `storage/paths.py` never needs that). A driver knows nothing of digests, manifests or
+repositories. Every blocking call (file I/O,
 boto3) happens inside the driver behind one bounded thread boundary, so the stores above are
 plain coroutines that never block the event loop.
 """
@@ -25,7 +26,8 @@ class Driver(Protocol):
     name: str
 
     async def get(self, key: str, max_size: int | None = None) -> bytes:
-        """The whole value of a small object. KeyNotFound if absent; DriverError if over max_size."""
+        """The whole value of a small object: KeyNotFound if absent, DriverError if larger
+        than max_size."""
 
     async def put(self, key: str, data: bytes) -> None:
         """Store a small object atomically: readers see the old value or the new, never a mix."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
+import contextlib
 import fcntl
 import os
 import secrets
@@ -355,10 +356,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _unlink(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
         os.unlink(path)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        pass
 
 
 def _rmtree(path: Path) -> None:
@@ -371,10 +370,8 @@ def _rmtree(path: Path) -> None:
             _rmtree(Path(entry.path))
         else:
             _unlink(Path(entry.path))
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass
 
 
 class _ListingCache:

@@ -206,8 +206,9 @@ class S3Driver:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
             for upload in page.get("Uploads", []):
                 self._abort(upload["Key"], upload["UploadId"])
-        keys = [obj["Key"] for page in self.client.get_paginator("list_objects_v2")
-                .paginate(Bucket=self.bucket, Prefix=full_prefix) for obj in page.get("Contents", [])]
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full_prefix)
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
         if keys:
             self._delete_keys(keys)
 
