@@ -13,26 +13,20 @@ Usage (see bench/README.md):
     python bench/blob_throughput.py --size 256M --rounds 1
     python bench/blob_throughput.py --size 64M --rounds 1 --only distribution
 
-Standard library only (Linux: reads /proc).
+Standard library only (Linux: reads /proc). Servers, machine info and the JSON report
+come from bench/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import datetime as dt
 import hashlib
 import http.client
-import json
 import os
-import platform
 import re
 import resource
-import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +34,29 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+from common import (
+    DISTRIBUTION,
+    OURS,
+    REGISTRY_NAMES,
+    RESULTS_DIR,
+    RegistrySpec,
+    Server,
+    add_server_args,
+    git_commit,
+    log,
+    machine_info,
+    process_tree,
+    read_text,
+    registry_specs,
+    run_guarded,
+    run_quiet,
+    stat_fields,
+    write_report,
+)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -57,40 +66,15 @@ MB = 1_000_000  # throughput unit: MB/s = 10**6 bytes per second
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_INTERVAL = 0.05  # seconds between /proc samples of the server process tree
 
-OURS = "ours"
-DISTRIBUTION = "distribution"
-REGISTRY_NAMES = (OURS, DISTRIBUTION)
 PUSH_OPS = ("push-monolithic", "push-chunked")
 OPS = (*PUSH_OPS, "pull")
 
-DEFAULT_OURS_CMD = (
-    f"{shlex.quote(sys.executable)} -m registry serve"
-    " --host {host} --port {port} --data-dir {data_dir}"
-)
-DEFAULT_DISTRIBUTION_BIN = "/usr/bin/docker-registry"
-
-DISTRIBUTION_CONFIG = """\
-# Written by bench/blob_throughput.py; never edit /etc/docker/registry/config.yml for this.
-version: 0.1
-log:
+# Under `log:` in Distribution's config.yml (the rest is common.DISTRIBUTION_CONFIG).
+DISTRIBUTION_LOG = """\
   level: info
   fields:
     service: registry
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
 """
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -120,51 +104,15 @@ def fmt_size(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# /proc helpers: process tree, CPU time, RSS, listening sockets
+# /proc helpers: CPU time, RSS (process_tree and stat_fields are in common.py)
 # --------------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat starting at field 3 (state); None if the process is gone."""
-    text = _read(f"/proc/{pid}/stat")
-    if text is None:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_tree(root: int) -> list[int]:
-    """root and all its live descendants (scan of /proc/*/stat for parent pids)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if _read(f"/proc/{pid}/stat") is None:
-            continue
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """utime+stime+cutime+cstime summed over pids (cutime/cstime cover reaped children)."""
     ticks = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             # fields[11..14] are stat fields 14..17: utime stime cutime cstime
             ticks += sum(int(x) for x in fields[11:15])
@@ -173,7 +121,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def mem_kib(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) in KiB, or None if the process is gone."""
-    text = _read(f"/proc/{pid}/status")
+    text = read_text(f"/proc/{pid}/status")
     if text is None:
         return None
     rss = hwm = 0
@@ -195,35 +143,6 @@ def reset_peak_rss(pids: list[int]) -> bool:
         except OSError:
             ok = False
     return ok
-
-
-def listening_addresses(pids: list[int]) -> list[tuple[str, int]]:
-    """(ip, port) of every TCP socket in LISTEN state owned by one of pids."""
-    inodes: set[str] = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    found = []
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        text = _read(table) or ""
-        for line in text.splitlines()[1:]:
-            cols = line.split()
-            if len(cols) < 10 or cols[3] != "0A" or cols[9] not in inodes:  # 0A = LISTEN
-                continue
-            hex_ip, hex_port = cols[1].split(":")
-            raw = bytes.fromhex(hex_ip)
-            # /proc prints the address as host-endian 32-bit words
-            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            found.append((socket.inet_ntop(family, raw), int(hex_port, 16)))
-    return found
-
-
-def is_loopback(ip: str) -> bool:
-    return ip == "::1" or ip.startswith(("127.", "::ffff:127."))
 
 
 class TreeMonitor:
@@ -266,165 +185,6 @@ class TreeMonitor:
         self._thread.join()
         self.pids = process_tree(self.root)
         self._sample()
-
-
-# --------------------------------------------------------------------------------------
-# Servers
-# --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: ask the kernel to SIGTERM the server if this script dies (PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def clean_env() -> dict[str, str]:
-    """Environment for servers: no REGISTRY_* overrides (Distribution reads them as config)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-
-
-_LIVE_SERVERS: list[Server] = []
-
-
-@dataclass
-class Server:
-    name: str
-    cmd: list[str]
-    port: int
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log_tail(self, n: int = 40) -> str:
-        text = _read(str(self.log_path)) or ""
-        return "\n".join(text.splitlines()[-n:])
-
-    def start(self, timeout: float = 60.0) -> None:
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,  # so `python -m registry` works without `pip install -e`
-                env=clean_env(),
-                start_new_session=True,  # own process group: we can stop workers too
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no other threads run here
-            )
-        _LIVE_SERVERS.append(self)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited early (rc={self.proc.returncode}); "
-                    f"cmd: {shlex.join(self.cmd)}\n{self.log_tail()}"
-                )
-            try:
-                status, _, _ = http_request(self.base_url, "GET", "/v2/", timeout=2)
-                if status in (200, 401):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.name} did not answer /v2/ in {timeout}s\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-        addrs = listening_addresses(process_tree(self.pid))
-        exposed = [a for a in addrs if not is_loopback(a[0])]
-        if exposed:
-            raise RuntimeError(f"{self.name} listens on non-loopback addresses: {exposed}")
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Leftover workers in the server's own process group (the group id is its pid).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self.proc = None
-        if self in _LIVE_SERVERS:
-            _LIVE_SERVERS.remove(self)
-
-
-def stop_all_servers() -> None:
-    for server in list(_LIVE_SERVERS):  # noqa: PERF101 -- stop() mutates the list
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-@dataclass
-class RegistrySpec:
-    name: str
-    make_cmd: Callable[[int, Path], list[str]]  # (port, data_dir) -> argv
-    describe: str
-    version: str | None = None
-
-    def launch(self, workdir: Path) -> Server:
-        """Start a server with a fresh, empty data dir under workdir (which must not exist)."""
-        workdir.mkdir(parents=True)
-        data_dir = workdir / "data"
-        data_dir.mkdir()
-        port = free_port()
-        server = Server(
-            name=self.name,
-            cmd=self.make_cmd(port, data_dir),
-            port=port,
-            data_dir=data_dir,
-            log_path=workdir / "server.log",
-        )
-        server.start()
-        return server
-
-
-def ours_spec(template: str) -> RegistrySpec:
-    argv = shlex.split(template)
-    if not any("{port}" in a for a in argv) or not any("{data_dir}" in a for a in argv):
-        raise SystemExit("--ours-cmd must contain the {port} and {data_dir} placeholders")
-
-    def make(port: int, data_dir: Path) -> list[str]:
-        return [a.format(host="127.0.0.1", port=port, data_dir=data_dir) for a in argv]
-
-    return RegistrySpec(OURS, make, template)
-
-
-def distribution_spec(binary: str) -> RegistrySpec:
-    path = shutil.which(binary)
-    if path is None:
-        raise SystemExit(f"{binary} not found (apt-get install -y docker-registry)")
-
-    def make(port: int, data_dir: Path) -> list[str]:
-        config = data_dir.parent / "config.yml"
-        config.write_text(DISTRIBUTION_CONFIG.format(root=data_dir, port=port))
-        return [path, "serve", str(config)]
-
-    version = _run_quiet([path, "--version"])
-    return RegistrySpec(DISTRIBUTION, make, f"{path} serve <config.yml>", version)
 
 
 # --------------------------------------------------------------------------------------
@@ -488,14 +248,6 @@ def run_curl(args: list[str], what: str) -> list[str]:
     return proc.stdout.split()
 
 
-def _run_quiet(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return None
-
-
 # --------------------------------------------------------------------------------------
 # Operations (each returns client-side info; the server side is measured by measure())
 # --------------------------------------------------------------------------------------
@@ -535,7 +287,7 @@ def push_monolithic(
     if code != "201" or int(float(uploaded)) != blob.size:
         raise RuntimeError(
             f"{server.name}: monolithic PUT -> {code}, uploaded {uploaded} bytes: "
-            f"{(_read(str(body_file)) or '')[:500]}"
+            f"{(read_text(str(body_file)) or '')[:500]}"
         )
     return {"requests": 2}
 
@@ -827,7 +579,8 @@ def format_table(summary: dict[str, Any], size: int, rounds: int) -> str:
             "(pull: 2 per round); MB = 10^6 bytes"
         ),
         "  ".join(
-            h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))
+            h.ljust(w) if i < 2 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(head, widths, strict=True))
         ),
     ]
     prev = None
@@ -837,61 +590,23 @@ def format_table(summary: dict[str, Any], size: int, rounds: int) -> str:
         prev = r[0]
         lines.append(
             "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
             )
         )
     return "\n".join(lines)
 
 
-def machine_info(base: Path) -> dict[str, Any]:
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or None,
-    )
-    meminfo = _read("/proc/meminfo") or ""
-    mem_total = next(
-        (
-            int(line.split()[1]) * KiB
-            for line in meminfo.splitlines()
-            if line.startswith("MemTotal:")
-        ),
-        None,
-    )
-    # Filesystem holding the blob and the data dirs (longest mount-point prefix).
+def tmp_filesystem(base: Path) -> dict[str, str] | None:
+    """Filesystem holding the blob and the data dirs (longest mount-point prefix)."""
     fs = None
     best = -1
-    for line in (_read("/proc/mounts") or "").splitlines():
+    for line in (read_text("/proc/mounts") or "").splitlines():
         dev, mnt, fstype = line.split()[:3]
         mnt = mnt.replace("\\040", " ")
         if (str(base) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) > best:
             best, fs = len(mnt), {"device": dev, "mount": mnt, "type": fstype}
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
-        "python": sys.version.split()[0],
-        "python_full": sys.version,
-        "mem_total_bytes": mem_total,
-        "loadavg_start": os.getloadavg(),
-        "curl": _run_quiet(["curl", "--version"]),
-        "tmp_filesystem": fs,
-    }
-
-
-def git_commit() -> str | None:
-    out = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() if out.returncode == 0 else None
+    return fs
 
 
 # --------------------------------------------------------------------------------------
@@ -915,52 +630,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--chunk-size", type=parse_size, default="16MiB", help="PATCH size for the chunked push"
     )
-    p.add_argument(
-        "--ours-cmd",
-        default=DEFAULT_OURS_CMD,
-        help="command starting our server; {host} {port} {data_dir} are substituted",
+    add_server_args(
+        p,
+        "blob_throughput",
+        "where the blob and all data dirs go (one filesystem)",
+        "keep the temp dir (blob, server logs)",
     )
-    p.add_argument(
-        "--distribution-bin", default=DEFAULT_DISTRIBUTION_BIN, help="CNCF Distribution binary"
-    )
-    p.add_argument(
-        "--tmp-dir",
-        type=Path,
-        default=None,
-        help="where the blob and all data dirs go (one filesystem); default: $TMPDIR or /tmp",
-    )
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="JSON results path (default: bench/results/blob_throughput-<timestamp>.json)",
-    )
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (blob, server logs)")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
     return args
 
 
-def _sigterm(_signo: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally-block stops the servers (SIGHUP only
-    # if not ignored, e.g. under nohup).
-    signal.signal(signal.SIGTERM, _sigterm)
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
-        signal.signal(signal.SIGHUP, _sigterm)
     if shutil.which("curl") is None:
         raise SystemExit("curl not found")
-
-    specs: list[RegistrySpec] = []
-    if args.only in (None, OURS):
-        specs.append(ours_spec(args.ours_cmd))
-    if args.only in (None, DISTRIBUTION):
-        specs.append(distribution_spec(args.distribution_bin))
+    specs = registry_specs(args, "blob_throughput.py", DISTRIBUTION_LOG)
 
     base = Path(tempfile.mkdtemp(prefix="blob-bench-", dir=args.tmp_dir)).resolve()
     # blob + at most one live data dir (+ a possible temp copy inside the server) + slack
@@ -987,7 +673,9 @@ def main(argv: list[str] | None = None) -> int:
             "ours_cmd": args.ours_cmd,
             "distribution_bin": args.distribution_bin,
         },
-        "machine": machine_info(base),
+        "machine": machine_info(
+            {}, curl=run_quiet(["curl", "--version"]), tmp_filesystem=tmp_filesystem(base)
+        ),
         "registries": {s.name: {"cmd": s.describe, "version": s.version} for s in specs},
         "git_commit": git_commit(),
         "units": {
@@ -997,18 +685,14 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     result: dict[str, Any] = {}
-    rc = 0
-    try:
+
+    def run() -> None:
         run_benchmark(args, specs, base, result)
         report["complete"] = True
-    except KeyboardInterrupt:
-        log("\ninterrupted; stopping servers")
-        rc = 130
-    except Exception as exc:  # noqa: BLE001 -- report what we have, then fail
-        log(f"\nerror: {exc}")
-        rc = 1
+
+    try:
+        rc = run_guarded(run)  # stops the servers; Ctrl-C, SIGTERM and SIGHUP end up here
     finally:
-        stop_all_servers()
         if args.keep_tmp:
             log(f"kept {base}")
         else:
@@ -1021,11 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     report["summary"] = summarize(samples, [s.name for s in specs])
     if samples:
         print(format_table(report["summary"], args.size, args.rounds))
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, output)
-        log(f"wrote {output}" + ("" if report["complete"] else " (incomplete run)"))
+        write_report(output, report, indent=2)
     return rc
 
 

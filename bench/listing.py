@@ -26,27 +26,22 @@ Usage (see bench/README.md):
     python bench/listing.py                              # both registries, N = 1000, 10000
     python bench/listing.py --only ours --sizes 1000     # quick look
 
-Needs httpx (``pip install httpx``); otherwise standard library only (Linux).
+Needs httpx (``pip install httpx``); otherwise standard library only (Linux). Servers,
+machine info and the JSON report come from bench/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import datetime as dt
 import gc
 import hashlib
 import json
 import os
-import platform
 import random
 import re
-import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,18 +53,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import (
+    REGISTRY_NAMES,
+    REPO_ROOT,
+    RESULTS_DIR,
+    RegistrySpec,
+    Server,
+    add_server_args,
+    git_commit,
+    log,
+    machine_info,
+    read_text,
+    registry_specs,
+    run_guarded,
+    write_report,
+)
+
 try:
     import httpx
 except ImportError:  # pragma: no cover - environment problem, not a code path
     raise SystemExit("bench/listing.py needs httpx: pip install httpx") from None
-
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
-
-OURS = "ours"
-DISTRIBUTION = "distribution"
-REGISTRY_NAMES = (OURS, DISTRIBUTION)
 
 TAG_REPO = "bench/tags"
 REPO_PREFIX = "bench/repo-"
@@ -87,198 +90,15 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
-DEFAULT_OURS_CMD = (
-    f"{shlex.quote(sys.executable)} -m registry serve"
-    " --host {host} --port {port} --data-dir {data_dir}"
-)
-DEFAULT_DISTRIBUTION_BIN = "/usr/bin/docker-registry"
-
+# Under `log:` in Distribution's config.yml (the rest is common.DISTRIBUTION_CONFIG).
 # Our server does not log requests by default (server.access_log = false); Distribution
 # logs two lines per request at level info, so both are turned off here to keep log
 # writing out of the latency figures.
-DISTRIBUTION_CONFIG = """\
-# Written by bench/listing.py; never edit /etc/docker/registry/config.yml for this.
-version: 0.1
-log:
+DISTRIBUTION_LOG = """\
   level: warn
   accesslog:
     disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{port}
 """
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _run_quiet(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return None
-
-
-# --------------------------------------------------------------------------------------
-# Servers (one at a time; each in its own process group, killed in a finally block)
-# --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: ask the kernel to SIGTERM the server if this script dies (PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def clean_env() -> dict[str, str]:
-    """Environment for servers: no REGISTRY_* overrides (both servers read them as config)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-
-
-_LIVE_SERVERS: list[Server] = []
-
-
-@dataclass
-class Server:
-    name: str
-    cmd: list[str]
-    port: int
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_tail(self, n: int = 40) -> str:
-        text = _read(str(self.log_path)) or ""
-        return "\n".join(text.splitlines()[-n:])
-
-    def start(self, timeout: float = 60.0) -> None:
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,  # so `python -m registry` works without `pip install -e`
-                env=clean_env(),
-                start_new_session=True,  # own process group: stop() reaches workers too
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 -- no other threads run here
-            )
-        _LIVE_SERVERS.append(self)
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base_url, timeout=2, trust_env=False) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited early (rc={self.proc.returncode}); "
-                        f"cmd: {shlex.join(self.cmd)}\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/v2/").status_code in (200, 401):
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.name} did not answer /v2/ in {timeout}s\n{self.log_tail()}"
-                    )
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Leftover workers in the server's own process group (the group id is its pid).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self.proc = None
-        if self in _LIVE_SERVERS:
-            _LIVE_SERVERS.remove(self)
-
-
-def stop_all_servers() -> None:
-    for server in list(_LIVE_SERVERS):  # noqa: PERF101 -- stop() mutates the list
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-@dataclass
-class RegistrySpec:
-    name: str
-    make_cmd: Callable[[int, Path], list[str]]  # (port, data_dir) -> argv
-    describe: str
-    version: str | None = None
-
-    def launch(self, workdir: Path) -> Server:
-        """Start a server with a fresh, empty data dir under workdir (which must not exist)."""
-        workdir.mkdir(parents=True)
-        data_dir = workdir / "data"
-        data_dir.mkdir()
-        port = free_port()
-        server = Server(
-            self.name, self.make_cmd(port, data_dir), port, data_dir, workdir / "server.log"
-        )
-        server.start()
-        return server
-
-
-def ours_spec(template: str) -> RegistrySpec:
-    argv = shlex.split(template)
-    if not any("{port}" in a for a in argv) or not any("{data_dir}" in a for a in argv):
-        raise SystemExit("--ours-cmd must contain the {port} and {data_dir} placeholders")
-
-    def make(port: int, data_dir: Path) -> list[str]:
-        return [a.format(host="127.0.0.1", port=port, data_dir=data_dir) for a in argv]
-
-    return RegistrySpec(OURS, make, template)
-
-
-def distribution_spec(binary: str) -> RegistrySpec:
-    path = shutil.which(binary)
-    if path is None:
-        raise SystemExit(f"{binary} not found (apt-get install -y docker-registry)")
-
-    def make(port: int, data_dir: Path) -> list[str]:
-        config = data_dir.parent / "config.yml"
-        config.write_text(DISTRIBUTION_CONFIG.format(root=data_dir, port=port))
-        return [path, "serve", str(config)]
-
-    return RegistrySpec(
-        DISTRIBUTION, make, f"{path} serve <config.yml>", _run_quiet([path, "--version"])
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -682,7 +502,7 @@ def measure_listings(
 
 
 def server_log_problems(server: Server) -> list[str]:
-    text = _read(str(server.log_path)) or ""
+    text = read_text(str(server.log_path)) or ""
     hits = [
         line
         for line in text.splitlines()
@@ -801,7 +621,8 @@ def format_table(
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
-            c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.ljust(w) if i in (0, 6) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [
@@ -832,48 +653,6 @@ def format_table(
         f"  problem (N={r.size}): {p}" for r in runs if r.registry == name for p in r.problems
     ]
     return "\n".join([*out, *notes, *setups, *problems])
-
-
-def machine_info() -> dict[str, Any]:
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or None,
-    )
-    meminfo = _read("/proc/meminfo") or ""
-    mem_total = next(
-        (
-            int(line.split()[1]) * 1024
-            for line in meminfo.splitlines()
-            if line.startswith("MemTotal:")
-        ),
-        None,
-    )
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
-        "python": sys.version.split()[0],
-        "python_full": sys.version,
-        "httpx": httpx.__version__,
-        "mem_total_bytes": mem_total,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def git_commit() -> str | None:
-    out = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def git_dirty() -> bool | None:
@@ -922,48 +701,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PASS if median(largest N) / median(smallest N) <= this",
     )
     p.add_argument("--seed", default="listing", help="seed for tag names and insertion order")
-    p.add_argument(
-        "--ours-cmd",
-        default=DEFAULT_OURS_CMD,
-        help="command starting our server; {host} {port} {data_dir} are substituted",
-    )
-    p.add_argument(
-        "--distribution-bin", default=DEFAULT_DISTRIBUTION_BIN, help="CNCF Distribution binary"
-    )
-    p.add_argument(
-        "--tmp-dir",
-        type=Path,
-        default=None,
-        help="parent of the data dirs; default: $TMPDIR or /tmp",
-    )
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="JSON results path (default: bench/results/listing-<timestamp>.json)",
-    )
-    p.add_argument("--keep-tmp", action="store_true", help="keep data dirs and server logs")
+    add_server_args(p, "listing", "parent of the data dirs", "keep data dirs and server logs")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.warmup < 0 or args.concurrency < 1 or args.settle < 0:
         p.error("--repeat and --concurrency must be >= 1, --warmup and --settle >= 0")
     return args
 
 
-def _sigterm(_signo: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
-        signal.signal(signal.SIGHUP, _sigterm)
-
-    specs: list[RegistrySpec] = []
-    if args.only in (None, OURS):
-        specs.append(ours_spec(args.ours_cmd))
-    if args.only in (None, DISTRIBUTION):
-        specs.append(distribution_spec(args.distribution_bin))
+    specs = registry_specs(args, "listing.py", DISTRIBUTION_LOG)
 
     base = Path(tempfile.mkdtemp(prefix="listing-bench-", dir=args.tmp_dir)).resolve()
     started = dt.datetime.now(dt.UTC)
@@ -985,26 +732,22 @@ def main(argv: list[str] | None = None) -> int:
             "ours_cmd": args.ours_cmd,
             "distribution_bin": args.distribution_bin,
         },
-        "machine": machine_info(),
+        "machine": machine_info({"httpx": httpx.__version__}),
         "registries": {s.name: {"cmd": s.describe, "version": s.version} for s in specs},
         "git_commit": git_commit(),
         "git_dirty_registry_or_storage": git_dirty(),
     }
     runs: list[Run] = []
-    rc = 0
-    try:
+
+    def run() -> None:
         for spec in specs:
             for size in args.sizes:
                 runs.append(run_one(spec, size, base, args))
         report["complete"] = True
-    except KeyboardInterrupt:
-        log("\ninterrupted; stopping servers")
-        rc = 130
-    except Exception as exc:  # noqa: BLE001 -- report what we have, then fail
-        log(f"\nerror: {exc}")
-        rc = 1
+
+    try:
+        rc = run_guarded(run)  # stops the servers; Ctrl-C, SIGTERM and SIGHUP end up here
     finally:
-        stop_all_servers()
         if not args.keep_tmp:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -1035,11 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     if tables:
         print("\n\n".join(tables))
     if runs:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, output)
-        log(f"wrote {output}" + ("" if report["complete"] else " (incomplete run)"))
+        write_report(output, report, indent=1)
     failed = [
         f"{name} {op}"
         for name, per in summary.items()
