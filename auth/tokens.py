@@ -1,0 +1,206 @@
+"""Bearer tokens in the Docker token protocol: JWTs signed by the key ring's current key.
+
+Verification trusts nothing in a token before its signature checks out, and then only what
+it was built to accept: our algorithms (each key verifies only with its own), our issuer and
+audience, and the kind of token the caller asked for. Every refusal is a `TokenError` whose
+message is safe to show clients and never contains the token."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+
+from auth.keys import KeyRing, PublicKey, algorithm_of
+
+ALLOWED_ALGORITHMS = ("ES256", "RS256")  # never HMAC, never "none"
+# Clocks of the issuing and verifying replicas may disagree by this much: applied to `nbf`
+# and `iat`, so a fresh token is not refused. `exp` is strict: a client holding an expired
+# token simply fetches a new one.
+CLOCK_SKEW_LEEWAY = 30
+MAX_TOKEN_SIZE = 16 * 1024
+MAX_HEADER_SIZE = 2 * 1024
+MAX_ACCESS_ENTRIES = 256
+ACCESS, REFRESH = "access", "refresh"
+_REQUIRED = ("iss", "sub", "aud", "exp", "nbf", "iat", "jti", "kind")
+
+
+class TokenError(Exception):
+    """A token we refuse; `reason` is short and safe to show the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One entry of the `access` claim: `repository` `team/app` with `("pull", "push")`."""
+
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def to_claim(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+    @classmethod
+    def from_claim(cls, claim: object) -> Access:
+        if isinstance(claim, dict):
+            kind, name, actions = claim.get("type"), claim.get("name"), claim.get("actions")
+            if (isinstance(kind, str) and isinstance(name, str) and isinstance(actions, list)
+                    and all(isinstance(action, str) for action in actions)):
+                return cls(kind, name, tuple(actions))
+        raise TokenError("malformed access claim")
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    subject: str
+    access: tuple[Access, ...]
+    issued_at: int
+    not_before: int
+    expires_at: int
+    jti: str
+    audience: str
+    issuer: str
+    kind: str  # ACCESS or REFRESH
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str = field(repr=False)
+    expires_in: int
+    issued_at: str  # RFC 3339, as the token endpoint reports it
+
+
+def _rfc3339(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_header(token: object) -> dict[str, Any]:
+    """The unverified header, after size checks that run before any parsing."""
+    if not isinstance(token, str) or not token.isascii():
+        raise TokenError("malformed token")
+    if len(token) > MAX_TOKEN_SIZE:
+        raise TokenError("token too large")
+    if len(token.partition(".")[0]) > MAX_HEADER_SIZE:
+        raise TokenError("token header too large")
+    if token.count(".") != 2:
+        raise TokenError("malformed token")
+    try:
+        header = jwt.get_unverified_header(token)
+    except (jwt.InvalidTokenError, ValueError):
+        raise TokenError("malformed token") from None
+    return header
+
+
+class TokenService:
+    def __init__(self, keyring: KeyRing, issuer: str, service: str, ttl: int, refresh_ttl: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.service = service
+        self.ttl = ttl
+        self.refresh_ttl = refresh_ttl
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"TokenService(issuer={self.issuer!r}, service={self.service!r})"
+
+    def issue(self, subject: str, access: Iterable[Access]) -> IssuedToken:
+        now = int(self.clock())
+        claims = [entry.to_claim() for entry in access]
+        return IssuedToken(self._sign(subject, now, self.ttl, ACCESS, {"access": claims}),
+                           self.ttl, _rfc3339(now))
+
+    def issue_refresh(self, subject: str) -> str:
+        """A long-lived token that grants nothing itself: it only buys new access tokens."""
+        return self._sign(subject, int(self.clock()), self.refresh_ttl, REFRESH, {})
+
+    def _sign(self, subject: str, now: int, ttl: int, kind: str, extra: dict[str, Any]) -> str:
+        key = self.keyring.current
+        payload = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + ttl,
+                   "nbf": now, "iat": now, "jti": secrets.token_urlsafe(16), "kind": kind,
+                   **extra}
+        return jwt.encode(payload, key.private_key, algorithm=key.algorithm,
+                          headers={"kid": key.kid, "typ": "JWT"})
+
+    async def verify(self, token: str, kind: str = ACCESS) -> Claims:
+        header = _read_header(token)
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise TokenError("token algorithm not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("token has no key id")
+        key = self.keyring.verification_keys.get(kid)
+        if key is None:
+            await self.keyring.refresh()  # rate-limited: a rotation on another replica
+            key = self.keyring.verification_keys.get(kid)
+        if key is None:
+            raise TokenError("token signed by an unknown key")
+        algorithms = [name for name in ALLOWED_ALGORITHMS if name == algorithm_of(key)]
+        if alg not in algorithms:
+            raise TokenError("token algorithm does not match its key")
+        return self._claims(self._decode(token, key, algorithms), kind)
+
+    def _decode(self, token: str, key: PublicKey, algorithms: list[str]) -> dict[str, Any]:
+        try:
+            # Times are checked in _claims against our clock, with an explicit leeway.
+            return jwt.decode(
+                token, key, algorithms=algorithms, audience=self.service, issuer=self.issuer,
+                options={"require": list(_REQUIRED), "verify_signature": True, "verify_aud": True,
+                         "strict_aud": True, "verify_iss": True, "verify_sub": True,
+                         "verify_jti": True, "verify_exp": False, "verify_nbf": False,
+                         "verify_iat": False})
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad token signature") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError(f"token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("token is for another service") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("token is from another issuer") from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenError("token algorithm not accepted") from None
+        except (jwt.InvalidTokenError, ValueError):
+            raise TokenError("malformed token") from None
+
+    def _claims(self, payload: dict[str, Any], kind: str) -> Claims:
+        if payload["kind"] != kind:
+            wanted = "an access" if kind == ACCESS else "a refresh"
+            raise TokenError(f"not {wanted} token")
+        times = payload["exp"], payload["nbf"], payload["iat"]
+        if not all(_numeric(value) for value in times):
+            raise TokenError("malformed token times")
+        exp, nbf, iat = (int(value) for value in times)
+        now = self.clock()
+        if now >= exp:
+            raise TokenError("token expired")
+        if now + CLOCK_SKEW_LEEWAY < nbf:
+            raise TokenError("token not yet valid")
+        if now + CLOCK_SKEW_LEEWAY < iat:
+            raise TokenError("token issued in the future")
+        access: tuple[Access, ...] = ()
+        if kind == ACCESS:
+            raw = payload.get("access")
+            if raw is None:
+                raise TokenError("token lacks the 'access' claim")
+            if not isinstance(raw, list) or len(raw) > MAX_ACCESS_ENTRIES:
+                raise TokenError("malformed access claim")
+            access = tuple(Access.from_claim(entry) for entry in raw)
+        elif "access" in payload:
+            raise TokenError("refresh token carries access")
+        return Claims(subject=payload["sub"], access=access, issued_at=iat, not_before=nbf,
+                      expires_at=exp, jti=payload["jti"], audience=payload["aud"],
+                      issuer=payload["iss"], kind=kind)
