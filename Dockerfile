@@ -5,7 +5,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     REGISTRY_SERVER_HOST=0.0.0.0 \
     REGISTRY_SERVER_PORT=5000 \
-    REGISTRY_STORAGE_FILESYSTEM_ROOT=/data
+    REGISTRY_STORAGE_FILESYSTEM_ROOT=/data \
+    REGISTRY_AUTH_ALLOW_ANONYMOUS=true
+# For anything beyond a trusted network, enable authentication instead:
+#   -e REGISTRY_AUTH_ENABLED=true -e REGISTRY_AUTH_SECRET_KEY=<base64 of 32 bytes>
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

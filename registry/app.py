@@ -9,8 +9,11 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
-from registry import errors
+from auth.errors import AuthError
+from registry import errors, token
+from registry.auth import build_auth, key_refresher
 from registry.settings import Settings
 from registry.v2 import routes as v2_routes
 from storage.drivers import load_driver
@@ -48,13 +51,22 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        app.state.auth = await build_auth(settings, store)
+        async with key_refresher(app.state.auth):
+            yield
         await store.close()
 
+    routes = [
+        *v2_routes(),
+        Route("/token", token.get_token, methods=["GET"], name="token"),
+        Route("/token", token.post_token, methods=["POST"]),
+        Route("/.well-known/jwks.json", token.jwks, methods=["GET"], name="jwks"),
+    ]
     app = Starlette(
-        routes=v2_routes(),
+        routes=routes,
         exception_handlers={
             RegistryError: errors.registry_error_handler,
+            AuthError: errors.auth_error_handler,
             HTTPException: errors.http_error_handler,
             ClientDisconnect: errors.client_gone_handler,
             Exception: errors.unexpected_error_handler,
@@ -63,4 +75,5 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.auth = None  # set at start-up when auth is enabled
     return app

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth.errors import AccessDenied, AuthError, TooManyAttempts, Unauthenticated
 from storage import errors as e
 
 log = logging.getLogger("registry")
@@ -83,6 +84,34 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     code = HTTP_ERRORS.get(exc.status_code, "UNSUPPORTED" if exc.status_code < 500 else "UNKNOWN")
     message = exc.detail if isinstance(exc.detail, str) else "request not supported"
     return error_response(request, code, exc.status_code, message, None, dict(exc.headers or {}))
+
+
+async def auth_error_handler(request: Request, exc: Exception) -> Response:
+    """401 with the Bearer challenge, 403 DENIED, or 429 with Retry-After."""
+    from registry.auth import challenge, services
+
+    assert isinstance(exc, AuthError)
+    if isinstance(exc, TooManyAttempts):
+        return error_response(request, "TOOMANYREQUESTS", 429, exc.message, None,
+                              {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, AccessDenied):
+        return error_response(request, "DENIED", 403, exc.message)
+    assert isinstance(exc, Unauthenticated)
+    auth = services(request)
+    headers = {}
+    if auth is not None and not request.url.path.startswith("/token"):
+        headers["WWW-Authenticate"] = challenge(request, auth, exc.scope, exc.error)
+    code = "DENIED" if exc.error == "insufficient_scope" else "UNAUTHORIZED"
+    detail = [{"Type": t, "Name": n, "Action": a} for t, n, a in _scope_parts(exc.scope)]
+    return error_response(request, code, 401, exc.message, detail or None, headers)
+
+
+def _scope_parts(scope: str | None) -> list[tuple[str, str, str]]:
+    if not scope:
+        return []
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    return [(kind, name, a) for a in actions.split(",") if a]
 
 
 async def client_gone_handler(request: Request, exc: Exception) -> Response:

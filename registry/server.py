@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -36,9 +37,34 @@ def tune_allocator() -> bool:
     return True
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_anonymous(settings: Settings) -> str | None:
+    """Why the server must not start: serving without authentication beyond loopback needs
+    auth enabled or anonymous access said explicitly."""
+    if settings.auth.enabled or settings.auth.allow_anonymous or is_loopback(settings.server.host):
+        return None
+    return (
+        f"refusing to serve on {settings.server.host} without authentication: enable it "
+        "([auth] enabled = true, or REGISTRY_AUTH_ENABLED=true, with auth.secret_key), or "
+        "pass --allow-anonymous (REGISTRY_AUTH_ALLOW_ANONYMOUS=true) to serve everyone"
+    )
+
+
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reason = refuse_anonymous(settings)
+    if reason is not None:
+        log.error("%s", reason)
+        return 2
     if settings.server.tune_malloc:
         tune_allocator()
     app = create_app(settings)

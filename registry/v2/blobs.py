@@ -5,13 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from auth.actions import DELETE, PULL
 from registry.v2.common import repository, require_deletes, store
 from storage.blobs import parse_range
 from storage.content.digest import Digest
 
 
 async def get_blob(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PULL)
     digest = Digest.parse(request.path_params["digest"])
     blobs = store(request).blobs
     info = await blobs.stat(name, digest)
@@ -39,7 +40,7 @@ async def get_blob(request: Request) -> Response:
 
 
 async def delete_blob(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, DELETE)
     digest = Digest.parse(request.path_params["digest"])
     require_deletes(request)
     await store(request).blobs.unlink(name, digest)

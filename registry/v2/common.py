@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
+from registry.auth import require
 from storage.content.names import check_name
 from storage.errors import RegistryError, SizeInvalid, Unsupported
 from storage.store import Store
@@ -18,8 +19,12 @@ def store(request: Request) -> Store:
     return s
 
 
-def repository(request: Request) -> str:
-    return check_name(request.path_params["name"])
+async def repository(request: Request, action: str) -> str:
+    """The validated repository name, once the caller is allowed `action` (pull, push,
+    delete) on it."""
+    name = check_name(request.path_params["name"])
+    await require(request, name, action)
+    return name
 
 
 def url_path(request: Request, route: str, **params: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth.actions import DELETE, PULL, PUSH
 from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
@@ -14,7 +15,7 @@ MAX_TAGS_PER_PUT = 100
 
 
 async def put_manifest(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     reference = request.path_params["reference"]
     too_large = ManifestTooLarge(f"manifest larger than {MAX_MANIFEST_SIZE} bytes",
                                  {"limit": MAX_MANIFEST_SIZE})
@@ -38,7 +39,7 @@ async def put_manifest(request: Request) -> Response:
 
 
 async def get_manifest(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PULL)
     stored = await store(request).manifests.get(name, request.path_params["reference"])
     headers = {
         "Docker-Content-Digest": str(stored.digest),
@@ -51,7 +52,7 @@ async def get_manifest(request: Request) -> Response:
 
 
 async def delete_manifest(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, DELETE)
     require_deletes(request)
     await store(request).manifests.delete(name, request.path_params["reference"])
     return Response(status_code=202)

@@ -7,13 +7,14 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth.actions import PULL
 from registry.v2.common import repository, store
 from storage.content import mediatypes as mt
 from storage.content.digest import Digest
 
 
 async def list_referrers(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PULL)
     subject = Digest.parse(request.path_params["digest"])
     artifact_type = request.query_params.get("artifactType") or None
     descriptors = await store(request).manifests.referrers(name, subject, artifact_type)

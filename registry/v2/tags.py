@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from auth.actions import PULL
 from registry.v2.common import repository, store, url_path
 from storage.errors import PaginationInvalid
 
@@ -31,7 +32,7 @@ def next_link(path: str, n: int | None, last: str) -> str:
 
 
 async def list_tags(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PULL)
     n = page_size(request)
     tags, more = await store(request).manifests.tags(name, request.query_params.get("last"), n)
     headers = {}

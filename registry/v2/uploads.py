@@ -7,6 +7,8 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from auth.actions import PUSH
+from registry.auth import may_pull, services
 from registry.v2.common import body_stream, content_length, has_body, repository, store, url_path
 from storage.content.digest import ALGORITHMS, Digest
 from storage.content.names import check_name
@@ -17,7 +19,7 @@ _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
 async def start_upload(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     uploads = store(request).uploads
     digest_param = request.query_params.get("digest")
     algorithm = request.query_params.get("digest-algorithm", "sha256")
@@ -29,7 +31,11 @@ async def start_upload(request: Request) -> Response:
         source = request.query_params.get("from")
         if source is not None:
             source = check_name(source)
-        if await store(request).blobs.mount(name, digest, source):
+        readable = None
+        if services(request) is not None:
+            async def readable(other: str) -> bool:
+                return await may_pull(request, other)
+        if await store(request).blobs.mount(name, digest, source, readable):
             return _created(request, name, digest)
         # Not mountable: fall back to an ordinary upload session, as the spec asks.
     if digest_param is not None:
@@ -42,7 +48,7 @@ async def start_upload(request: Request) -> Response:
 
 
 async def upload_chunk(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     uploads = store(request).uploads
     session = await uploads.get(name, request.path_params["uuid"])
     start = _check_content_range(request, session)
@@ -51,7 +57,7 @@ async def upload_chunk(request: Request) -> Response:
 
 
 async def complete_upload(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     uploads = store(request).uploads
     session = await uploads.get(name, request.path_params["uuid"])
     digest_param = request.query_params.get("digest")
@@ -67,13 +73,13 @@ async def complete_upload(request: Request) -> Response:
 
 
 async def upload_status(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     session = await store(request).uploads.get(name, request.path_params["uuid"])
     return _progress(request, session, session.size, status=204)
 
 
 async def cancel_upload(request: Request) -> Response:
-    name = repository(request)
+    name = await repository(request, PUSH)
     uploads = store(request).uploads
     session = await uploads.get(name, request.path_params["uuid"])
     await uploads.cancel(session)

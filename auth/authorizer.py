@@ -1,0 +1,178 @@
+"""Who is asking, and may they: credentials to a caller, scopes to granted access.
+
+Bearer tokens carry their granted access (decided when the token was issued); Basic
+credentials and anonymous requests are decided against the policies at request time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from auth.actions import SCOPE_ACTIONS, Scope, repository_arn
+from auth.errors import TooManyAttempts, Unauthenticated
+from auth.policy import Caller, Policy, Request, evaluate
+from auth.throttle import LoginThrottle, LoginThrottled
+from auth.tokens import Access, Claims, TokenError
+
+_BASIC_CACHE_TTL = 60.0
+_BASIC_CACHE_SIZE = 1024
+
+
+class UserLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+
+
+class DirectoryLike(Protocol):
+    async def authenticate(self, name: str, password: str) -> UserLike | None: ...
+    async def get_user(self, name: str) -> UserLike | None: ...
+    async def identity_policies(self, user: str) -> list[Policy]: ...
+    async def repository_policy(self, repository: str) -> Policy | None: ...
+    async def registry_policy(self) -> Policy | None: ...
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str, kind: str = "access") -> Claims: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    caller: Caller
+    via: str  # "anonymous", "basic" or "bearer"
+    token_access: tuple[Access, ...] | None = None  # what a bearer token grants
+
+
+class Authorizer:
+    def __init__(self, directory: DirectoryLike, tokens: TokenVerifier, *, account: str,
+                 region: str, throttle: LoginThrottle) -> None:
+        self.directory = directory
+        self.tokens = tokens
+        self.account = account
+        self.region = region
+        self.throttle = throttle
+        self._basic: OrderedDict[tuple[str, bytes], tuple[float, tuple[str, ...]]] = OrderedDict()
+
+    # -- authentication ------------------------------------------------------------------------
+
+    async def identify(self, authorization: str | None, address: str) -> Identity:
+        if not authorization:
+            return Identity(Caller(self.account), "anonymous")
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            try:
+                claims = await self.tokens.verify(value.strip())
+            except TokenError as exc:
+                raise Unauthenticated(f"invalid token: {exc}", error="invalid_token") from None
+            caller = Caller(self.account, claims.subject or None)
+            return Identity(caller, "bearer", claims.access)
+        if scheme.lower() == "basic":
+            name, password = parse_basic(value)
+            return Identity(await self.login(name, password, address), "basic")
+        raise Unauthenticated(f"unsupported authorization scheme {scheme[:20]!r}")
+
+    async def login(self, name: str, password: str, address: str) -> Caller:
+        """Check a user's password (throttled); the caller with its groups."""
+        key = (name, hashlib.sha256(password.encode()).digest())
+        cached = self._basic.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return Caller(self.account, name, cached[1])
+        try:
+            self.throttle.check(address, name)
+        except LoginThrottled as exc:
+            raise TooManyAttempts("too many failed logins; try again later",
+                                  exc.retry_after) from None
+        user = await self.directory.authenticate(name, password)
+        if user is None:
+            await asyncio.sleep(self.throttle.failed(address, name))
+            raise Unauthenticated("invalid username or password")
+        self.throttle.succeeded(name)
+        self._basic[key] = (time.monotonic() + _BASIC_CACHE_TTL, tuple(user.groups))
+        while len(self._basic) > _BASIC_CACHE_SIZE:
+            self._basic.popitem(last=False)
+        return Caller(self.account, user.name, tuple(user.groups))
+
+    async def caller_of(self, identity: Identity) -> Caller:
+        """The caller with its current groups (a bearer token names only the subject)."""
+        if identity.via != "bearer" or identity.caller.user is None:
+            return identity.caller
+        user = await self.directory.get_user(identity.caller.user)
+        groups = tuple(user.groups) if user is not None else ()
+        return Caller(self.account, identity.caller.user, groups)
+
+    # -- authorisation -------------------------------------------------------------------------
+
+    async def permits(self, identity: Identity, repository: str, action: str,
+                      address: str) -> bool:
+        if identity.token_access is not None:
+            return any(a.type == "repository" and a.name == repository and action in a.actions
+                       for a in identity.token_access)
+        return await self.policy_allows(identity.caller, repository, action, address)
+
+    def token_permits_catalog(self, identity: Identity) -> bool:
+        if identity.token_access is None:
+            return True  # Basic and anonymous callers: the listing is filtered per repository
+        return any(a.type == "registry" and a.name == "catalog" and "*" in a.actions
+                   for a in identity.token_access)
+
+    async def policy_allows(self, caller: Caller, repository: str, action: str,
+                            address: str) -> bool:
+        iam_actions = SCOPE_ACTIONS.get(action)
+        if iam_actions is None:
+            return False
+        return await self._allows(caller, iam_actions,
+                                  repository_arn(self.region, self.account, repository),
+                                  repository, address)
+
+    async def _allows(self, caller: Caller, iam_actions: Sequence[str], resource: str,
+                      repository: str | None, address: str) -> bool:
+        identity_policies = (await self.directory.identity_policies(caller.user)
+                             if caller.user else [])
+        resource_policies = [p for p in (
+            await self.directory.repository_policy(repository) if repository else None,
+            await self.directory.registry_policy(),
+        ) if p is not None]
+        context = {"aws:SourceIp": address}
+        if caller.user:
+            context.update({"aws:username": caller.user, "aws:PrincipalArn": caller.arn})
+        return all(
+            evaluate(Request(caller, action, resource, context), identity_policies,
+                     resource_policies).allowed
+            for action in iam_actions
+        )
+
+    async def grant(self, caller: Caller, scopes: Sequence[Scope], address: str) -> list[Access]:
+        """Down-scope what a token request asks for to what policy allows (the token spec's
+        behaviour: the token carries only granted actions)."""
+        granted: list[Access] = []
+        for scope in scopes:
+            if scope.type == "registry" and scope.name == "catalog":
+                # Anyone may ask; the listing shows only repositories the caller may pull.
+                granted.append(Access("registry", "catalog", ("*",)))
+                continue
+            if scope.type != "repository":
+                continue
+            allowed = tuple([a for a in scope.actions
+                             if await self.policy_allows(caller, scope.name, a, address)])
+            granted.append(Access("repository", scope.name, allowed))
+        return granted
+
+
+def parse_basic(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unauthenticated("malformed Basic credentials") from None
+    name, sep, password = decoded.partition(":")
+    if not sep or not name:
+        raise Unauthenticated("malformed Basic credentials")
+    return name, password

@@ -1,0 +1,159 @@
+"""HTTP side of authentication: building the auth services, challenges, and the per-request
+checks the /v2/ handlers call (`require`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from auth.actions import PULL, challenge_scope
+from auth.authorizer import Authorizer, DirectoryLike, Identity
+from auth.errors import AccessDenied, Unauthenticated
+from auth.keys import KeyRing
+from auth.secrets import SecretBox
+from auth.throttle import LoginThrottle
+from auth.tokens import TokenService
+from registry.settings import AuthSettings, Settings
+from storage.store import Store
+
+log = logging.getLogger("registry")
+KEY_REFRESH_INTERVAL = 60.0
+
+
+@dataclass
+class AuthServices:
+    settings: AuthSettings
+    public_url: str | None
+    directory: DirectoryLike
+    keyring: KeyRing
+    tokens: TokenService
+    authorizer: Authorizer
+
+
+async def build_auth(settings: Settings, store: Store) -> AuthServices | None:
+    auth = settings.auth
+    if not auth.enabled:
+        return None
+    assert auth.secret_key is not None  # settings validation requires it
+    from auth.identities import Directory
+
+    box = SecretBox(auth.secret_key)
+    directory = Directory(store.iam, box)
+    keyring = await KeyRing.load(store.iam, box, auth.signing_algorithm)
+    tokens = TokenService(keyring, auth.issuer, auth.service, auth.token_ttl,
+                          auth.refresh_token_ttl)
+    authorizer = Authorizer(directory, tokens, account=auth.account_id, region=auth.region,
+                            throttle=LoginThrottle(auth.login_failures, auth.login_window))
+    return AuthServices(auth, settings.server.public_url, directory, keyring, tokens, authorizer)
+
+
+@contextlib.asynccontextmanager
+async def key_refresher(services: AuthServices | None) -> AsyncIterator[None]:
+    """Replicas learn of key rotations made elsewhere by reloading the ring periodically."""
+    if services is None:
+        yield
+        return
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(KEY_REFRESH_INTERVAL)
+            try:
+                await services.keyring.refresh()
+            except Exception:
+                log.exception("could not refresh token signing keys")
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def services(request: Request) -> AuthServices | None:
+    value: AuthServices | None = request.app.state.auth
+    return value
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def realm(request: Request, auth: AuthServices) -> str:
+    if auth.settings.realm:
+        return auth.settings.realm
+    base = auth.public_url or str(request.base_url)
+    return base.rstrip("/") + "/token"
+
+
+def challenge(request: Request, auth: AuthServices, scope: str | None,
+              error: str | None) -> str:
+    parts = [f'realm="{realm(request, auth)}"', f'service="{auth.settings.service}"']
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return "Bearer " + ",".join(parts)
+
+
+async def identity(request: Request) -> Identity | None:
+    """The caller of this request (None when auth is off); computed once per request."""
+    auth = services(request)
+    if auth is None:
+        return None
+    cached: Identity | None = getattr(request.state, "identity", None)
+    if cached is None:
+        cached = await auth.authorizer.identify(request.headers.get("authorization"),
+                                                client_address(request))
+        request.state.identity = cached
+    return cached
+
+
+async def require_login(request: Request) -> None:
+    """`GET /v2/`: any authenticated caller; anonymous callers are challenged to log in."""
+    ident = await identity(request)
+    if ident is not None and ident.via == "anonymous":
+        raise Unauthenticated("authentication required")
+
+
+async def require(request: Request, name: str, action: str) -> None:
+    auth = services(request)
+    ident = await identity(request)
+    if auth is None or ident is None:
+        return
+    if await auth.authorizer.permits(ident, name, action, client_address(request)):
+        return
+    if ident.via == "basic":
+        raise AccessDenied(f"requested access to the resource is denied ({action} on {name})")
+    scope = challenge_scope(name, (PULL, action) if action != PULL else (PULL,))
+    if ident.via == "bearer":
+        raise Unauthenticated("requested access to the resource is denied", scope=scope,
+                              error="insufficient_scope")
+    raise Unauthenticated("authentication required", scope=scope)
+
+
+async def may_pull(request: Request, name: str) -> bool:
+    """Whether the caller may read `name` (mount sources, catalog entries)."""
+    auth = services(request)
+    ident = await identity(request)
+    if auth is None or ident is None:
+        return True
+    if ident.token_access is not None and await auth.authorizer.permits(
+            ident, name, PULL, client_address(request)):
+        return True
+    caller = await auth.authorizer.caller_of(ident)
+    return await auth.authorizer.policy_allows(caller, name, PULL, client_address(request))
+
+
+async def require_catalog(request: Request) -> None:
+    auth = services(request)
+    ident = await identity(request)
+    if auth is None or ident is None:
+        return
+    if not auth.authorizer.token_permits_catalog(ident):
+        raise Unauthenticated("authentication required", scope="registry:catalog:*",
+                              error="insufficient_scope")
