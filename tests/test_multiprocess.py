@@ -1,8 +1,9 @@
-"""Two registry processes on one data directory behave as one registry.
+"""Two registry processes on one storage behave as one registry.
 
 Nothing may live only in one process's memory: an upload session started on A continues on B,
 a blob finished on either is served by both, and manifests and tags written through one are
-read back through the other at once.
+read back through the other at once. Runs on each backend: both processes on one data
+directory (filesystem), or on one bucket (S3; whole-blob GETs answer 307 to the bucket).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import LiveRegistry, start_registry
+from tests.conftest import BACKENDS, LiveRegistry, backend_env, start_registry
 from tests.imagebuild import (
     MEDIA_TYPE_MANIFEST,
     BuiltImage,
@@ -37,25 +38,29 @@ def sha256(data: bytes) -> str:
 class Node:
     registry: LiveRegistry
     client: httpx.Client
+    blob_redirect: str | None  # where whole-blob GETs are redirected to (S3), or None
 
     @property
     def url(self) -> str:
         return self.registry.url
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
-    """Registries A and B serving the same data directory."""
+@pytest.fixture(params=BACKENDS)
+def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    """Registries A and B serving the same data directory, or the same bucket."""
+    backend: str = request.param
+    env = backend_env(backend, request)  # one new bucket for both on S3
+    redirect = str(request.getfixturevalue("moto").url) + "/" if backend == "s3" else None
     data_dir = tmp_path / "data"
-    a = start_registry(data_dir)
+    a = start_registry(data_dir, env=env)
     try:
-        b = start_registry(data_dir)
+        b = start_registry(data_dir, env=env)
     except BaseException:
         a.stop()
         raise
     clients = [httpx.Client(base_url=r.url, timeout=60) for r in (a, b)]
     try:
-        yield Node(a, clients[0]), Node(b, clients[1])
+        yield Node(a, clients[0], redirect), Node(b, clients[1], redirect)
     finally:
         for c in clients:
             c.close()
@@ -108,7 +113,14 @@ def assert_blob(node: Node, digest: str, data: bytes, name: str = NAME) -> None:
     head = node.client.head(f"/v2/{name}/blobs/{digest}")
     assert head.status_code == 200, describe(head)
     assert int(head.headers["content-length"]) == len(data), describe(head)
-    response = node.client.get(f"/v2/{name}/blobs/{digest}")
+    assert head.headers.get("docker-content-digest") == digest, describe(head)
+    response = node.client.get(f"/v2/{name}/blobs/{digest}")  # redirects not followed
+    assert response.headers.get("docker-content-digest") == digest, describe(response)
+    if node.blob_redirect is not None:
+        assert response.status_code == 307, describe(response)
+        location = response.headers.get("location", "")
+        assert location.startswith(node.blob_redirect), describe(response)
+        response = httpx.get(location, timeout=60)
     assert response.status_code == 200, describe(response)
     assert sha256(response.content) == digest, f"{node.url}: wrong bytes for {digest}"
     assert response.content == data

@@ -33,16 +33,18 @@ def docker_required() -> bool:
 
 
 @pytest.fixture(scope="session")
-def docker(registry_server: LiveRegistry) -> Iterator[DockerDaemon]:
-    """A private containerd + dockerd for the session, trusting the registry over plain HTTP.
+def docker_engine() -> Iterator[DockerDaemon]:
+    """A private containerd + dockerd for the whole session, trusting plain HTTP on loopback.
 
-    `127.0.0.0/8` covers every registry a test starts on loopback; the session registry's own
-    host:port is named too, as a user would.
+    It does not depend on `registry_server`, so the one engine serves the registries of every
+    storage backend: `127.0.0.0/8` covers every registry a test starts on loopback, whatever
+    its port (and on S3 the presigned blob URLs it is redirected to are plain HTTP on loopback
+    too, which is not a registry and needs no trust).
     """
     daemon: DockerDaemon | None = None
     unavailable: DockerUnavailable | None = None
     try:
-        daemon = start_docker(insecure_registries=["127.0.0.0/8", registry_server.host])
+        daemon = start_docker(insecure_registries=["127.0.0.0/8"])
     except DockerUnavailable as exc:
         unavailable = exc
     if daemon is None:
@@ -53,11 +55,17 @@ def docker(registry_server: LiveRegistry) -> Iterator[DockerDaemon]:
                         f"{unavailable.summary}\n{unavailable.logs}", pytrace=False)
         pytest.skip(f"DOCKER TESTS SKIPPED - no Docker engine: {unavailable.summary} "
                     f"(set {REQUIRE_DOCKER_ENV}=1 to fail instead, with dockerd's log)")
-    daemon.extra_logs["registry log"] = registry_server.log_path
     try:
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture
+def docker(docker_engine: DockerDaemon, registry_server: LiveRegistry) -> DockerDaemon:
+    """The session's Docker engine, with the current registry's log in its diagnostics."""
+    docker_engine.extra_logs["registry log"] = registry_server.log_path
+    return docker_engine
 
 
 @pytest.fixture

@@ -1,16 +1,21 @@
-"""Protocol-test fixtures: a client that refuses 5xx answers and a server-log check per test."""
+"""Protocol-test fixtures: a client that refuses 5xx answers and a server-log check per test.
+
+Every test here runs once per storage backend of the session `registry_server`; a test that
+starts its own registry (`fresh_registry`) puts it on the same backend.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import httpx
 import pytest
 
-if TYPE_CHECKING:
-    from tests.conftest import LiveRegistry
+from tests.conftest import LiveRegistry, backend_env, start_registry
+
+from .util import RegistryClient
 
 _SERVER_ERROR_LINE = re.compile(r'HTTP/1\.[01]" 5\d\d\b')
 
@@ -39,12 +44,44 @@ def _summarise(log: str) -> str:
     return "\n".join(out[:40])
 
 
+def blob_redirect_for(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """Where a registry on `backend` sends whole-blob GETs: S3 redirects to the S3 endpoint."""
+    if backend == "s3":
+        return str(request.getfixturevalue("moto").url) + "/"
+    return None
+
+
+def registry_client(live: LiveRegistry, request: pytest.FixtureRequest) -> RegistryClient:
+    """A client for `live` (following redirects, refusing 5xx answers)."""
+    return RegistryClient(base_url=live.url, timeout=60, follow_redirects=True,
+                          event_hooks={"response": [_no_server_error]},
+                          blob_redirect=blob_redirect_for(live.backend, request))
+
+
 @pytest.fixture
-def client(registry_server: LiveRegistry) -> Iterator[httpx.Client]:
-    """Like the shared `client`, but any 5xx response fails the test immediately."""
-    with httpx.Client(base_url=registry_server.url, timeout=60, follow_redirects=True,
-                      event_hooks={"response": [_no_server_error]}) as c:
+def client(registry_server: LiveRegistry,
+           request: pytest.FixtureRequest) -> Iterator[RegistryClient]:
+    """Like the shared `client`, but any 5xx response fails the test immediately, and it knows
+    whether the server redirects blob GETs (see `util.get_blob`)."""
+    with registry_client(registry_server, request) as c:
         yield c
+
+
+@pytest.fixture
+def fresh_env(registry_server: LiveRegistry, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for a new registry on the session server's backend, with its own storage."""
+    return backend_env(registry_server.backend, request)
+
+
+@pytest.fixture
+def fresh_registry(tmp_path: Path, registry_server: LiveRegistry,
+                   fresh_env: dict[str, str]) -> Iterator[LiveRegistry]:
+    """A live registry with empty storage of its own (a data directory, or a new bucket),
+    on the same backend as the session server."""
+    live = start_registry(tmp_path / "data", env=fresh_env)
+    live.backend = registry_server.backend
+    yield live
+    live.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from .conftest import registry_client
 from .util import (
     ACCEPT_ALL,
     OCTET,
+    RegistryClient,
     assert_blob,
     assert_error,
     assert_head_error,
@@ -57,14 +60,14 @@ def send_truncated(server: LiveRegistry, method: str, target: str, *, declared: 
         sock.close()
 
 
-def assert_still_serving(client: httpx.Client, repo: str, data: bytes) -> None:
+def assert_still_serving(client: RegistryClient, repo: str, data: bytes) -> None:
     """The registry answers, and a clean upload of the same bytes works afterwards."""
     assert client.get("/v2/").status_code == 200
     digest = push_blob(client, repo, data)
     assert_blob(client, repo, digest, data)
 
 
-def assert_absent(client: httpx.Client, repo: str, *digests: str) -> None:
+def assert_absent(client: RegistryClient, repo: str, *digests: str) -> None:
     # Give a server that reacts asynchronously to the disconnect a moment, checking all along.
     for _ in range(5):
         for digest in digests:
@@ -78,7 +81,7 @@ def ten_mib() -> bytes:
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
-def test_disconnect_during_patch(client: httpx.Client, registry_server: LiveRegistry,
+def test_disconnect_during_patch(client: RegistryClient, registry_server: LiveRegistry,
                                  repo: str, ten_mib: bytes, reset: bool) -> None:
     location = start_upload(client, repo)
     target = location_path(client.base_url, location)
@@ -92,7 +95,7 @@ def test_disconnect_during_patch(client: httpx.Client, registry_server: LiveRegi
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
-def test_disconnect_during_put(client: httpx.Client, registry_server: LiveRegistry,
+def test_disconnect_during_put(client: RegistryClient, registry_server: LiveRegistry,
                                repo: str, ten_mib: bytes, reset: bool) -> None:
     digest = sha256(ten_mib)
     location = start_upload(client, repo)
@@ -105,7 +108,7 @@ def test_disconnect_during_put(client: httpx.Client, registry_server: LiveRegist
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
-def test_disconnect_during_monolithic_post(client: httpx.Client, registry_server: LiveRegistry,
+def test_disconnect_during_monolithic_post(client: RegistryClient, registry_server: LiveRegistry,
                                            repo: str, ten_mib: bytes, reset: bool) -> None:
     digest = sha256(ten_mib)
     target = f"/v2/{repo}/blobs/uploads/?digest={digest}"
@@ -115,7 +118,7 @@ def test_disconnect_during_monolithic_post(client: httpx.Client, registry_server
     assert_still_serving(client, repo, ten_mib)
 
 
-def test_disconnect_then_resume_session(client: httpx.Client, registry_server: LiveRegistry,
+def test_disconnect_then_resume_session(client: RegistryClient, registry_server: LiveRegistry,
                                         repo: str) -> None:
     """After a broken PATCH the session reports a consistent offset and can be finished."""
     data = random_blob(3 * MiB)
@@ -125,19 +128,30 @@ def test_disconnect_then_resume_session(client: httpx.Client, registry_server: L
     location = location_of(response)
     send_truncated(registry_server, "PATCH", location_path(client.base_url, location),
                    declared=2 * MiB, sent=data[MiB:MiB + MiB // 2], reset=True)
-    deadline = time.monotonic() + 5
-    status = client.get(location)
-    while status.status_code == 409 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # Resume as a client does: ask where the upload stands and send the rest from there. The
+    # server may still be recording the broken request (it answers 409 while it holds the
+    # upload, or, on S3, reports the size before that request until it has been recorded);
+    # then the PATCH is refused with 416 and the client asks again.
+    deadline = time.monotonic() + 10
+    offsets: list[int] = []
+    while True:
         status = client.get(location)
-    if status.status_code == 404:
-        return  # the server dropped the session: allowed
-    assert status.status_code == 204, status.text
-    end = int(status.headers["range"].split("-")[1])
-    offset = end + 1
-    assert MiB <= offset <= MiB + MiB // 2
-    response = patch_chunk(client, location, data[offset:], offset)
-    assert response.status_code == 202, response.text
+        if status.status_code == 404:
+            return  # the server dropped the session: allowed
+        if status.status_code == 204:
+            offset = int(status.headers["range"].split("-")[1]) + 1
+            offsets.append(offset)
+            assert MiB <= offset <= MiB + MiB // 2, offsets
+            response = patch_chunk(client, location, data[offset:], offset)
+            if response.status_code == 202:
+                break
+            assert_error(response, 416, "BLOB_UPLOAD_INVALID")
+        else:
+            assert_error(status, 409)
+        assert time.monotonic() < deadline, f"upload never settled; offsets seen {offsets}"
+        time.sleep(0.1)
+    assert offsets == sorted(offsets), f"the reported offset went backwards: {offsets}"
+    assert response.headers.get("range") == f"0-{len(data) - 1}"
     response = finish_upload(client, location_of(response), sha256(data))
     assert response.status_code == 201, response.text
     assert_blob(client, repo, sha256(data), data)
@@ -172,7 +186,7 @@ def run_concurrently(base_url: str, count: int,
     return responses
 
 
-def test_concurrent_monolithic_push_same_blob(client: httpx.Client, repo: str) -> None:
+def test_concurrent_monolithic_push_same_blob(client: RegistryClient, repo: str) -> None:
     data = random_blob(2 * MiB)
     digest = sha256(data)
 
@@ -187,7 +201,7 @@ def test_concurrent_monolithic_push_same_blob(client: httpx.Client, repo: str) -
     assert_blob(client, repo, digest, data)
 
 
-def test_concurrent_chunked_push_same_blob(client: httpx.Client, repo: str) -> None:
+def test_concurrent_chunked_push_same_blob(client: RegistryClient, repo: str) -> None:
     data = random_blob(MiB + 3)
     digest = sha256(data)
 
@@ -203,7 +217,7 @@ def test_concurrent_chunked_push_same_blob(client: httpx.Client, repo: str) -> N
     assert_blob(client, repo, digest, data)
 
 
-def test_concurrent_push_same_blob_to_different_repositories(client: httpx.Client,
+def test_concurrent_push_same_blob_to_different_repositories(client: RegistryClient,
                                                              repo: str) -> None:
     data = random_blob(MiB)
     digest = sha256(data)
@@ -224,15 +238,69 @@ def test_concurrent_push_same_blob_to_different_repositories(client: httpx.Clien
         assert_blob(client, name, digest, data)
 
 
+def test_overlapping_patches_on_one_upload(client: RegistryClient, registry_server: LiveRegistry,
+                                          repo: str, request: pytest.FixtureRequest) -> None:
+    """A client retries a PATCH that seems stuck (as after a timeout, perhaps through another
+    replica): request B from offset N is still sending its body when request A from the same
+    offset is sent and answered; then B's body ends. One of them is refused (409 or 416),
+    and the upload goes on with exactly the other's bytes and completes."""
+    if registry_server.backend == "s3":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "S3Driver: the losing appender overwrites the `#tail` object before its If-Match "
+            "on the state record fails; the winner's acknowledged bytes are lost and the "
+            "upload answers 409 forever (see test_racing_appender_cannot_spoil_the_winner)")))
+    head = random_blob(1000)
+    location = start_upload(client, repo)
+    response = patch_chunk(client, location, head, 0)
+    assert response.status_code == 202, response.text
+    location = location_of(response)
+    a_bytes, b_bytes = random_blob(20_000), random_blob(20_000)
+
+    sock = socket.create_connection(("127.0.0.1", registry_server.port), timeout=30)
+    try:
+        sock.sendall((
+            f"PATCH {location_path(client.base_url, location)} HTTP/1.1\r\n"
+            f"Host: {registry_server.host}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Range: 1000-{1000 + len(b_bytes) - 1}\r\n"
+            f"Content-Length: {len(b_bytes)}\r\n"
+            "Connection: close\r\n\r\n").encode() + b_bytes[:10_000])
+        time.sleep(1.0)  # B is being received: the server is inside its append
+        a_status = patch_chunk(client, location, a_bytes, 1000).status_code
+        sock.sendall(b_bytes[10_000:])
+        answer = b""
+        while b"\r\n" not in answer:
+            piece = sock.recv(4096)
+            assert piece, f"no answer to PATCH B: {answer!r}"
+            answer += piece
+        b_status = int(answer.split(b" ", 2)[1])
+    finally:
+        sock.close()
+
+    statuses = {"a": a_status, "b": b_status}
+    assert sorted(statuses.values())[0] == 202 and sorted(statuses.values())[1] in (409, 416), \
+        statuses
+    winner = a_bytes if a_status == 202 else b_bytes
+    data = head + winner
+    status = client.get(location)
+    assert status.status_code == 204, status.text
+    assert status.headers.get("range") == f"0-{len(data) - 1}"
+    response = finish_upload(client, location, sha256(data))
+    assert response.status_code == 201, response.text
+    assert_blob(client, repo, sha256(data), data)
+
+
 # --------------------------------------------------------------------------- restart
 
 
-def restart(server: LiveRegistry) -> subprocess.Popen[bytes]:
-    """Stop `server` and start the same command line (same port and data) again."""
+def restart(server: LiveRegistry, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Stop `server` and start the same command line (same port and data, the same `env` on
+    top of ours) again."""
     args = server.process.args
     server.stop()
     with open(server.log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **env})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -248,27 +316,34 @@ def restart(server: LiveRegistry) -> subprocess.Popen[bytes]:
     pytest.fail("registry did not answer after restart")
 
 
-def test_data_survives_restart(fresh_registry: LiveRegistry) -> None:
+def test_data_survives_restart(fresh_registry: LiveRegistry, fresh_env: dict[str, str],
+                               request: pytest.FixtureRequest) -> None:
     name = "restart/test"
-    with httpx.Client(base_url=fresh_registry.url, timeout=60) as c:
+    with registry_client(fresh_registry, request) as c:
         image = push_image(c, name, "v1")
         location = start_upload(c, name)
         partial = random_blob(1000)
         assert patch_chunk(c, location, partial, 0).status_code == 202
-    process = restart(fresh_registry)
+    process = restart(fresh_registry, fresh_env)
     try:
-        with httpx.Client(base_url=fresh_registry.url, timeout=60) as c:
+        with registry_client(fresh_registry, request) as c:
             response = c.get(f"/v2/{name}/manifests/v1", headers=ACCEPT_ALL)
             assert response.status_code == 200
             assert response.content == image.manifest
             for blob in (image.config, *image.layers):
                 assert_blob(c, name, sha256(blob), blob)
             assert c.get(f"/v2/{name}/tags/list").json() == {"name": name, "tags": ["v1"]}
+            # Upload sessions live in storage too: the new process continues this one.
             status = c.get(location)
-            if status.status_code == 204:  # sessions may or may not survive a restart
-                assert status.headers.get("range") == "0-999"
-            else:
-                assert_error(status, 404, "BLOB_UPLOAD_UNKNOWN")
+            assert status.status_code == 204, status.text
+            assert status.headers.get("range") == "0-999"
+            rest = random_blob(2000)
+            response = patch_chunk(c, location, rest, 1000)
+            assert response.status_code == 202, response.text
+            whole = partial + rest
+            response = finish_upload(c, location_of(response), sha256(whole))
+            assert response.status_code == 201, response.text
+            assert_blob(c, name, sha256(whole), whole)
     finally:
         process.terminate()
         process.wait(15)

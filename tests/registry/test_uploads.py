@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 
 from .util import (
     OCTET,
+    RegistryClient,
     assert_blob,
     assert_error,
     assert_head_error,
@@ -27,7 +27,7 @@ from .util import (
 # --------------------------------------------------------------------------- session start
 
 
-def test_post_starts_session(client: httpx.Client, repo: str) -> None:
+def test_post_starts_session(client: RegistryClient, repo: str) -> None:
     response = client.post(f"/v2/{repo}/blobs/uploads/")
     assert response.status_code == 202
     upload_uuid = response.headers.get("docker-upload-uuid")
@@ -37,7 +37,7 @@ def test_post_starts_session(client: httpx.Client, repo: str) -> None:
     assert path.startswith(f"/v2/{repo}/blobs/uploads/")
 
 
-def test_sessions_are_distinct(client: httpx.Client, repo: str) -> None:
+def test_sessions_are_distinct(client: RegistryClient, repo: str) -> None:
     first = client.post(f"/v2/{repo}/blobs/uploads/")
     second = client.post(f"/v2/{repo}/blobs/uploads/")
     assert first.headers["docker-upload-uuid"] != second.headers["docker-upload-uuid"]
@@ -47,7 +47,7 @@ def test_sessions_are_distinct(client: httpx.Client, repo: str) -> None:
 # --------------------------------------------------------------------------- monolithic
 
 
-def test_monolithic_post(client: httpx.Client, repo: str) -> None:
+def test_monolithic_post(client: RegistryClient, repo: str) -> None:
     data = random_blob(4096)
     digest = sha256(data)
     response = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest},
@@ -59,7 +59,7 @@ def test_monolithic_post(client: httpx.Client, repo: str) -> None:
     assert_blob(client, repo, digest, data)
 
 
-def test_post_then_put_whole_body(client: httpx.Client, repo: str) -> None:
+def test_post_then_put_whole_body(client: RegistryClient, repo: str) -> None:
     data = random_blob(3000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -71,7 +71,7 @@ def test_post_then_put_whole_body(client: httpx.Client, repo: str) -> None:
     assert_blob(client, repo, digest, data)
 
 
-def test_empty_blob(client: httpx.Client, repo: str) -> None:
+def test_empty_blob(client: RegistryClient, repo: str) -> None:
     digest = sha256(b"")
     location = start_upload(client, repo)
     response = finish_upload(client, location, digest)
@@ -79,7 +79,7 @@ def test_empty_blob(client: httpx.Client, repo: str) -> None:
     assert_blob(client, repo, digest, b"")
 
 
-def test_push_existing_blob_again(client: httpx.Client, repo: str) -> None:
+def test_push_existing_blob_again(client: RegistryClient, repo: str) -> None:
     data = random_blob(100)
     push_blob(client, repo, data)
     push_blob(client, repo, data)
@@ -89,7 +89,7 @@ def test_push_existing_blob_again(client: httpx.Client, repo: str) -> None:
 # --------------------------------------------------------------------------- chunked
 
 
-def test_chunked_with_content_range(client: httpx.Client, repo: str) -> None:
+def test_chunked_with_content_range(client: RegistryClient, repo: str) -> None:
     data = random_blob(10_000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -106,7 +106,7 @@ def test_chunked_with_content_range(client: httpx.Client, repo: str) -> None:
     assert_blob(client, repo, digest, data)
 
 
-def test_chunked_streamed_without_content_range(client: httpx.Client, repo: str) -> None:
+def test_chunked_streamed_without_content_range(client: RegistryClient, repo: str) -> None:
     data = random_blob(9_000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -120,7 +120,7 @@ def test_chunked_streamed_without_content_range(client: httpx.Client, repo: str)
     assert_blob(client, repo, digest, data)
 
 
-def test_chunked_with_final_chunk_in_put(client: httpx.Client, repo: str) -> None:
+def test_chunked_with_final_chunk_in_put(client: RegistryClient, repo: str) -> None:
     data = random_blob(5_000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -132,7 +132,7 @@ def test_chunked_with_final_chunk_in_put(client: httpx.Client, repo: str) -> Non
     assert_blob(client, repo, digest, data)
 
 
-def test_chunked_single_byte_chunks(client: httpx.Client, repo: str) -> None:
+def test_chunked_single_byte_chunks(client: RegistryClient, repo: str) -> None:
     data = random_blob(5)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -145,7 +145,33 @@ def test_chunked_single_byte_chunks(client: httpx.Client, repo: str) -> None:
     assert_blob(client, repo, digest, data)
 
 
-def test_chunk_gap_is_416_and_session_survives(client: httpx.Client, repo: str) -> None:
+def test_chunked_across_storage_parts(client: RegistryClient, repo: str) -> None:
+    """Chunks of 6 and 3 MiB adding up to 18 MiB + 1: on S3, where appends become multipart
+    uploads of 16 MiB parts, a chunk crosses a part boundary and the rest becomes the last,
+    short part. The blob, and a range across that boundary, hold exactly the bytes sent."""
+    mib = 1024 * 1024
+    data = random_blob(18 * mib + 1)
+    digest = sha256(data)
+    location = start_upload(client, repo)
+    start = 0
+    for size in (6 * mib, 3 * mib, 6 * mib, 3 * mib, 1):
+        response = patch_chunk(client, location, data[start:start + size], start)
+        assert response.status_code == 202, response.text
+        start += size
+        assert response.headers.get("range") == f"0-{start - 1}"
+        location = location_of(response)
+    assert start == len(data)
+    response = finish_upload(client, location, digest)
+    assert response.status_code == 201, response.text
+    assert_blob(client, repo, digest, data)
+    first, last = 16 * mib - 10, 16 * mib + 9
+    ranged = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": f"bytes={first}-{last}"},
+                        follow_redirects=False)
+    assert ranged.status_code == 206
+    assert ranged.content == data[first:last + 1]
+
+
+def test_chunk_gap_is_416_and_session_survives(client: RegistryClient, repo: str) -> None:
     data = random_blob(6_000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -164,7 +190,7 @@ def test_chunk_gap_is_416_and_session_survives(client: httpx.Client, repo: str) 
     assert_blob(client, repo, digest, data)
 
 
-def test_chunk_overlap_is_416_and_session_survives(client: httpx.Client, repo: str) -> None:
+def test_chunk_overlap_is_416_and_session_survives(client: RegistryClient, repo: str) -> None:
     data = random_blob(4_000)
     digest = sha256(data)
     location = start_upload(client, repo)
@@ -185,13 +211,13 @@ def test_chunk_overlap_is_416_and_session_survives(client: httpx.Client, repo: s
     assert_blob(client, repo, digest, data)
 
 
-def test_first_chunk_not_at_zero_is_416(client: httpx.Client, repo: str) -> None:
+def test_first_chunk_not_at_zero_is_416(client: RegistryClient, repo: str) -> None:
     location = start_upload(client, repo)
     assert_error(patch_chunk(client, location, b"x" * 10, 5), 416, "BLOB_UPLOAD_INVALID")
 
 
 @pytest.mark.parametrize("content_range", ["0-99", "0-10", "5-54"])
-def test_content_range_inconsistent_with_length(client: httpx.Client, repo: str,
+def test_content_range_inconsistent_with_length(client: RegistryClient, repo: str,
                                                 content_range: str) -> None:
     location = start_upload(client, repo)
     response = client.patch(location, content=random_blob(50),
@@ -199,7 +225,7 @@ def test_content_range_inconsistent_with_length(client: httpx.Client, repo: str,
     assert_error(response, (400, 416), "BLOB_UPLOAD_INVALID")
 
 
-def test_malformed_content_range(client: httpx.Client, repo: str) -> None:
+def test_malformed_content_range(client: RegistryClient, repo: str) -> None:
     location = start_upload(client, repo)
     response = client.patch(location, content=b"abc",
                             headers={**OCTET, "Content-Range": "banana"})
@@ -209,7 +235,7 @@ def test_malformed_content_range(client: httpx.Client, repo: str) -> None:
 # --------------------------------------------------------------------------- status / cancel
 
 
-def test_upload_status(client: httpx.Client, repo: str) -> None:
+def test_upload_status(client: RegistryClient, repo: str) -> None:
     location = start_upload(client, repo)
     response = patch_chunk(client, location, random_blob(1234), 0)
     assert response.status_code == 202
@@ -221,7 +247,7 @@ def test_upload_status(client: httpx.Client, repo: str) -> None:
     assert status.content == b""
 
 
-def test_cancel_upload(client: httpx.Client, repo: str) -> None:
+def test_cancel_upload(client: RegistryClient, repo: str) -> None:
     location = start_upload(client, repo)
     response = patch_chunk(client, location, random_blob(100), 0)
     location = location_of(response)
@@ -230,7 +256,7 @@ def test_cancel_upload(client: httpx.Client, repo: str) -> None:
     assert_error(patch_chunk(client, location, b"more", 100), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
-def test_completed_upload_is_gone(client: httpx.Client, repo: str) -> None:
+def test_completed_upload_is_gone(client: RegistryClient, repo: str) -> None:
     data = random_blob(64)
     location = start_upload(client, repo)
     assert finish_upload(client, location, sha256(data), data).status_code == 201
@@ -239,7 +265,7 @@ def test_completed_upload_is_gone(client: httpx.Client, repo: str) -> None:
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
 @pytest.mark.parametrize("upload_id", ["uuid4", "not-a-session"])
-def test_unknown_upload(client: httpx.Client, repo: str, method: str, upload_id: str) -> None:
+def test_unknown_upload(client: RegistryClient, repo: str, method: str, upload_id: str) -> None:
     push_blob(client, repo, random_blob(10))  # the repository exists
     session = str(uuid.uuid4()) if upload_id == "uuid4" else upload_id
     data = b"some bytes"
@@ -251,7 +277,7 @@ def test_unknown_upload(client: httpx.Client, repo: str, method: str, upload_id:
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
-def test_upload_under_other_repository(client: httpx.Client, repo: str, method: str) -> None:
+def test_upload_under_other_repository(client: RegistryClient, repo: str, method: str) -> None:
     other = repo + "-other"
     push_blob(client, other, random_blob(10))  # the other repository exists
     data = random_blob(200)
@@ -272,7 +298,7 @@ def test_upload_under_other_repository(client: httpx.Client, repo: str, method: 
 # --------------------------------------------------------------------------- digest checks
 
 
-def test_wrong_digest_monolithic(client: httpx.Client, repo: str) -> None:
+def test_wrong_digest_monolithic(client: RegistryClient, repo: str) -> None:
     data = random_blob(500)
     claimed = sha256(b"something else")
     response = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": claimed},
@@ -282,7 +308,7 @@ def test_wrong_digest_monolithic(client: httpx.Client, repo: str) -> None:
     assert_head_error(client.head(f"/v2/{repo}/blobs/{sha256(data)}"))
 
 
-def test_wrong_digest_put(client: httpx.Client, repo: str) -> None:
+def test_wrong_digest_put(client: RegistryClient, repo: str) -> None:
     data = random_blob(500)
     claimed = sha256(b"something else")
     location = start_upload(client, repo)
@@ -291,7 +317,7 @@ def test_wrong_digest_put(client: httpx.Client, repo: str) -> None:
     assert_head_error(client.head(f"/v2/{repo}/blobs/{sha256(data)}"))
 
 
-def test_wrong_digest_chunked(client: httpx.Client, repo: str) -> None:
+def test_wrong_digest_chunked(client: RegistryClient, repo: str) -> None:
     data = random_blob(800)
     claimed = sha256(data[:-1])
     location = start_upload(client, repo)
@@ -315,19 +341,19 @@ MALFORMED_DIGESTS = [
 
 
 @pytest.mark.parametrize("digest", MALFORMED_DIGESTS)
-def test_malformed_digest_monolithic(client: httpx.Client, repo: str, digest: str) -> None:
+def test_malformed_digest_monolithic(client: RegistryClient, repo: str, digest: str) -> None:
     response = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest},
                            content=b"data", headers=OCTET)
     assert_error(response, 400, "DIGEST_INVALID")
 
 
 @pytest.mark.parametrize("digest", MALFORMED_DIGESTS)
-def test_malformed_digest_put(client: httpx.Client, repo: str, digest: str) -> None:
+def test_malformed_digest_put(client: RegistryClient, repo: str, digest: str) -> None:
     location = start_upload(client, repo)
     assert_error(finish_upload(client, location, digest, b"data"), 400, "DIGEST_INVALID")
 
 
-def test_put_without_digest(client: httpx.Client, repo: str) -> None:
+def test_put_without_digest(client: RegistryClient, repo: str) -> None:
     location = start_upload(client, repo)
     response = client.put(location, content=b"data", headers=OCTET)
     assert_error(response, 400, "DIGEST_INVALID")
@@ -336,7 +362,7 @@ def test_put_without_digest(client: httpx.Client, repo: str) -> None:
 # --------------------------------------------------------------------------- sha512
 
 
-def test_sha512_monolithic(client: httpx.Client, repo: str) -> None:
+def test_sha512_monolithic(client: RegistryClient, repo: str) -> None:
     data = random_blob(2048)
     digest = sha512(data)
     assert len(digest) == len("sha512:") + 128
@@ -345,13 +371,13 @@ def test_sha512_monolithic(client: httpx.Client, repo: str) -> None:
     assert_head_error(client.head(f"/v2/{repo}/blobs/{sha256(data)}"))
 
 
-def test_sha512_chunked(client: httpx.Client, repo: str) -> None:
+def test_sha512_chunked(client: RegistryClient, repo: str) -> None:
     data = random_blob(5000)
     digest = push_chunked(client, repo, data, 2000, sha512(data))
     assert_blob(client, repo, digest, data)
 
 
-def test_sha512_wrong_digest(client: httpx.Client, repo: str) -> None:
+def test_sha512_wrong_digest(client: RegistryClient, repo: str) -> None:
     data = random_blob(300)
     claimed = sha512(b"other")
     response = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": claimed},

@@ -141,14 +141,55 @@ def push_chunked(client: httpx.Client, repo: str, data: bytes, chunk_size: int,
     return digest
 
 
-def assert_blob(client: httpx.Client, repo: str, digest: str, data: bytes) -> None:
+class RegistryClient(httpx.Client):
+    """An httpx client for one registry that knows how that registry serves whole blobs.
+
+    `blob_redirect` is the URL prefix of the storage backend a blob GET without `Range` is
+    redirected to (S3 presigned URLs, as ECR does), or None when the registry serves the bytes
+    itself (filesystem).
+    """
+
+    def __init__(self, *args: Any, blob_redirect: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blob_redirect = blob_redirect
+
+
+def get_blob(client: RegistryClient, repo: str, digest: str,
+             headers: dict[str, str] | None = None) -> tuple[httpx.Response, httpx.Response]:
+    """GET a whole blob as a pulling client does.
+
+    Returns the registry's own answer (never followed) and the answer holding the bytes: the
+    same response when the registry serves them, else the redirect target's. The registry's
+    answer is checked: 200 with Content-Length, or 307 to the storage backend; both carry
+    Docker-Content-Digest.
+    """
+    own = client.get(f"/v2/{repo}/blobs/{digest}", headers=headers, follow_redirects=False)
+    context = f"GET /v2/{repo}/blobs/{digest} -> {own.status_code} {dict(own.headers)!r}"
+    assert own.headers.get("docker-content-digest") == digest, context
+    if client.blob_redirect is None:
+        assert own.status_code == 200, context
+        assert int(own.headers["content-length"]) == len(own.content), context
+        return own, own
+    assert own.status_code == 307, context
+    location = own.headers.get("location", "")
+    assert location.startswith(client.blob_redirect), context
+    assert "X-Amz-Signature=" in location, f"not a presigned URL: {context}"
+    assert digest.split(":", 1)[1] in urlsplit(location).path, context
+    # The redirect target is another service: no registry headers, no base URL.
+    with httpx.Client(timeout=client.timeout) as other:
+        target = other.get(location)
+    assert target.status_code == 200, f"{location} -> {target.status_code} {target.text[:300]}"
+    return own, target
+
+
+def assert_blob(client: RegistryClient, repo: str, digest: str, data: bytes) -> None:
     head = client.head(f"/v2/{repo}/blobs/{digest}")
     assert head.status_code == 200, head.status_code
     assert int(head.headers["content-length"]) == len(data)
     assert head.headers.get("docker-content-digest") == digest
-    get = client.get(f"/v2/{repo}/blobs/{digest}")
-    assert get.status_code == 200, get.status_code
+    _, get = get_blob(client, repo, digest)
     assert get.content == data
+    assert int(get.headers["content-length"]) == len(data)
 
 
 # --------------------------------------------------------------------------- manifests

@@ -2,8 +2,8 @@
 
 Adding a driver is one entry in `DRIVER_FACTORIES`. A factory is a coroutine that receives the
 test's `pytest.FixtureRequest`, so it can pull whatever it needs from other fixtures
-(`tmp_path` here; a session-scoped `moto_server` and a fresh bucket for S3) and may await
-set-up on the test's event loop.
+(`tmp_path` for the filesystem; for S3 the session's `moto_server`, one bucket for the suite
+and a fresh prefix per test) and may await set-up on the test's event loop.
 
 There is no async pytest plugin: `async def` tests in this folder run through
 `pytest_pyfunc_call` below on the same `asyncio.Runner` that created the driver, because a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 
 from storage.drivers import Driver
 from storage.drivers.filesystem import FilesystemDriver
+from tests.s3server import CREDENTIALS, REGION, MotoServer
 
 DriverFactory = Callable[[pytest.FixtureRequest], Coroutine[Any, Any, Driver]]
 KnownBug = Callable[[str, str], None]
@@ -35,8 +37,39 @@ async def filesystem_driver(request: pytest.FixtureRequest) -> Driver:
     return FilesystemDriver(tmp_path / "filesystem")
 
 
+S3_PART_SIZE = 5 * 1024 * 1024  # S3's minimum: parts fill with MB-sized test data
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(moto: MotoServer) -> str:
+    """One bucket for the driver suite; every test gets a prefix of its own inside it."""
+    return moto.create_bucket()
+
+
+def s3_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """S3Driver arguments for a fresh, empty prefix in the suite's bucket."""
+    moto: MotoServer = request.getfixturevalue("moto")
+    return {
+        "bucket": request.getfixturevalue("s3_bucket"),
+        "prefix": f"t-{uuid.uuid4().hex[:16]}",
+        "endpoint_url": moto.url,
+        "region": REGION,
+        "addressing_style": "path",
+        "part_size": S3_PART_SIZE,
+        "access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+async def s3_driver(request: pytest.FixtureRequest) -> Driver:
+    from storage.drivers.s3 import S3Driver
+
+    return S3Driver(**s3_options(request))
+
+
 DRIVER_FACTORIES: dict[str, DriverFactory] = {
     "filesystem": filesystem_driver,
+    "s3": s3_driver,
 }
 
 

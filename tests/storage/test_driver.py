@@ -2,6 +2,10 @@
 
 Nothing here knows which driver it talks to. A bug specific to one driver is marked with the
 `known_bug` fixture, which makes the test a strict xfail for that driver only.
+
+An appended object is readable (`get`, `read`, `scan`, `move`) only once `seal` has closed it;
+until then only `stat` (the size appended so far), `list`, `exists`, `delete` and further
+appends are meaningful. Tests that append therefore seal before they read back.
 """
 
 from __future__ import annotations
@@ -234,15 +238,24 @@ async def _move(driver: Driver, key: str) -> object:
     return None
 
 
+async def _seal(driver: Driver, key: str) -> object:
+    await driver.seal(key, 0)
+    return None
+
+
 MISSING_OPS: dict[str, Callable[[Driver, str], Awaitable[object]]] = {
-    "get": _get, "stat": _stat, "read": _read, "scan": _scan, "move": _move,
+    "get": _get, "stat": _stat, "read": _read, "scan": _scan, "move": _move, "seal": _seal,
 }
 
 
 
 @pytest.mark.parametrize("where", sorted(MISSING))
 @pytest.mark.parametrize("op", sorted(MISSING_OPS))
-async def test_missing_key_raises_key_not_found(driver: Driver, op: str, where: str) -> None:
+async def test_missing_key_raises_key_not_found(driver: Driver, op: str, where: str,
+                                                known_bug: KnownBug) -> None:
+    if op == "seal":
+        known_bug("s3", "S3Driver._seal raises KeyNotFound(full key), i.e. with the driver's "
+                        "prefix, where every other operation reports the caller's key")
     await _make_neighbours(driver)
     key = MISSING[where]
     with pytest.raises(KeyNotFound) as caught:
@@ -385,11 +398,16 @@ RANGES = {
 
 
 @pytest.mark.parametrize("start_end", RANGES.values(), ids=RANGES.keys())
-async def test_read_range(driver: Driver, start_end: tuple[int, int | None]) -> None:
+async def test_read_range(driver: Driver, start_end: tuple[int, int | None],
+                          known_bug: KnownBug) -> None:
     start, end = start_end
+    if start == RANGED_SIZE and end is None:
+        known_bug("s3", "S3Driver.read(key, start=size) sends Range 'bytes=size-', which S3 "
+                        "refuses (InvalidRange) -> StorageUnavailable instead of no bytes")
     data = pattern(RANGED_SIZE)
     await driver.append("ranged/object", 0, stream([data[i:i + MiB]
                                                     for i in range(0, len(data), MiB)]))
+    await driver.seal("ranged/object", RANGED_SIZE)
     chunks = await read_chunks(driver, "ranged/object", start, end)
     assert all(len(chunk) <= MAX_CHUNK for chunk in chunks)
     assert b"".join(chunks) == data[start:end]
@@ -397,7 +415,9 @@ async def test_read_range(driver: Driver, start_end: tuple[int, int | None]) -> 
 
 async def _write_big(driver: Driver, key: str, size: int) -> bytes:
     data = pattern(size, seed=3)
-    await driver.append(key, 0, stream(data[i:i + MiB] for i in range(0, size, MiB)))
+    assert await driver.append(key, 0, stream(data[i:i + MiB] for i in range(0, size, MiB))) \
+        == size
+    await driver.seal(key, size)
     return data
 
 
@@ -414,6 +434,7 @@ async def test_scan_feeds_every_byte(driver: Driver, size: int) -> None:
     if size > MiB:
         await driver.append("scan/object", 0, stream(data[i:i + MiB]
                                                      for i in range(0, size, MiB)))
+        await driver.seal("scan/object", size)
     else:
         await driver.put("scan/object", data)
     observed = Observed()
@@ -427,11 +448,17 @@ async def test_scan_feeds_every_byte(driver: Driver, size: int) -> None:
 
 
 async def test_append_creates_then_extends(driver: Driver) -> None:
+    assert await driver.exists("up/data") is False
     assert await driver.append("up/data", 0, stream([b"hello"])) == 5
-    assert await driver.get("up/data") == b"hello"
+    assert (await driver.stat("up/data")).size == 5
+    assert await driver.exists("up/data") is True
+    assert await driver.list("up/") == ["up/data"]
     assert await driver.append("up/data", 5, stream([b" ", b"world"])) == 11
+    assert (await driver.stat("up/data")).size == 11
+    await driver.seal("up/data", 11)
     assert await driver.get("up/data") == b"hello world"
     assert (await driver.stat("up/data")).size == 11
+    assert await driver.list("up/") == ["up/data"]
 
 
 @pytest.mark.parametrize("offset", [0, 3, 10, 12, 100])
@@ -440,9 +467,11 @@ async def test_append_at_wrong_offset(driver: Driver, offset: int) -> None:
     with pytest.raises(OffsetMismatch) as caught:
         await driver.append("up/data", offset, stream([b"garbage"]))
     assert caught.value.size == 11
-    assert await driver.get("up/data") == b"hello world"
+    assert (await driver.stat("up/data")).size == 11
     # The failed attempt released the key: the right offset works at once.
     assert await driver.append("up/data", 11, stream([b"!"])) == 12
+    await driver.seal("up/data", 12)
+    assert await driver.get("up/data") == b"hello world!"
 
 
 async def test_append_to_missing_key_at_nonzero_offset(driver: Driver) -> None:
@@ -461,6 +490,8 @@ async def test_append_observe_sees_exactly_the_bytes_written(driver: Driver, cou
     assert await driver.append("up/data", 0, stream(parts), observed) == len(data)
     assert observed.total == len(data)
     assert observed.digest == sha256(data)
+    assert (await driver.stat("up/data")).size == len(data)
+    await driver.seal("up/data", len(data))
     assert sha256(await read_all(driver, "up/data")) == sha256(data)
 
 
@@ -474,11 +505,14 @@ async def test_append_observe_across_several_requests(driver: Driver) -> None:
     data = b"".join(parts)
     assert offset == len(data)
     assert observed.digest == sha256(data)
+    await driver.seal("up/data", offset)
     assert await driver.get("up/data") == data
 
 
 async def test_append_skips_empty_chunks(driver: Driver) -> None:
     assert await driver.append("up/data", 0, stream([b"", b"ab", b"", b"c", b""])) == 3
+    assert await driver.append("up/data", 3, stream([b"", b""])) == 3
+    await driver.seal("up/data", 3)
     assert await driver.get("up/data") == b"abc"
 
 
@@ -493,14 +527,17 @@ async def test_append_keeps_bytes_received_before_a_failure(driver: Driver, coun
     with pytest.raises(ClientGone):
         await driver.append("up/data", 4, failing_stream(parts), observed)
     assert (await driver.stat("up/data")).size == len(received)
-    assert sha256(await read_all(driver, "up/data")) == sha256(received)
     assert observed.digest == sha256(received[4:])
     # The client resumes where the stored bytes end.
     assert await driver.append("up/data", len(received), stream([b"tail"])) == len(received) + 4
+    await driver.seal("up/data", len(received) + 4)
+    assert sha256(await read_all(driver, "up/data")) == sha256(received + b"tail")
 
 
 @pytest.mark.parametrize("initial", [b"", b"start"], ids=["creating", "extending"])
 async def test_concurrent_appends_never_interleave(driver: Driver, initial: bytes) -> None:
+    """A free-running race; `test_racing_appender_cannot_spoil_the_winner` replays the
+    interesting interleaving deterministically."""
     if initial:
         await driver.append("up/data", 0, stream([initial]))
     payloads = [b"a" * 1024, b"b" * 1024]
@@ -514,10 +551,248 @@ async def test_concurrent_appends_never_interleave(driver: Driver, initial: byte
         if isinstance(result, BaseException) and not isinstance(result, KeyBusy | OffsetMismatch):
             raise result
     assert len(winners) >= 1
+    size = (await driver.stat("up/data")).size
+    try:
+        await driver.seal("up/data", size)
+    except KeyBusy:
+        if driver.name == "s3":  # depends on the timing; replayed as a strict xfail below
+            pytest.xfail(S3_RACING_TAIL_BUG)
+        raise
     final = await driver.get("up/data")
     for i in winners:
         assert results[i] == len(initial) + 40 * 1024
         assert final == initial + payloads[i] * 40, "appends interleaved or both applied"
+
+
+S3_RACING_TAIL_BUG = (
+    "S3Driver: a racing appender that loses the If-Match on the state record has already "
+    "overwritten `K#tail` unconditionally (_finish_append -> _put), so the winner's acknowledged "
+    "bytes are gone and every later append or seal fails with KeyBusy: the object is wedged")
+
+
+@pytest.mark.parametrize("initial", [b"", b"start"], ids=["creating", "extending"])
+async def test_racing_appender_cannot_spoil_the_winner(driver: Driver, initial: bytes,
+                                                       known_bug: KnownBug) -> None:
+    """Appender B starts at the current size and is still receiving when appender A, from the
+    same offset, runs to completion; then B's body ends. One of them is refused (KeyBusy or
+    OffsetMismatch), and the object holds exactly the winner's bytes and stays usable."""
+    known_bug("s3", S3_RACING_TAIL_BUG)
+    if initial:
+        await driver.append("up/data", 0, stream([initial]))
+    offset = len(initial)
+    a_bytes, b_bytes = pattern(20_000, seed=1), pattern(20_000, seed=2)
+    b_receiving = asyncio.Event()
+    a_finished = asyncio.Event()
+
+    async def b_body() -> AsyncIterator[bytes]:
+        b_receiving.set()
+        yield b_bytes[:10_000]
+        await a_finished.wait()
+        yield b_bytes[10_000:]
+
+    b_task = asyncio.ensure_future(driver.append("up/data", offset, b_body()))
+    await b_receiving.wait()
+    await asyncio.sleep(0.05)
+    try:
+        a_result: int | BaseException = await driver.append("up/data", offset,
+                                                            stream([a_bytes]))
+    except (KeyBusy, OffsetMismatch) as exc:
+        a_result = exc
+    a_finished.set()
+    try:
+        b_result: int | BaseException = await b_task
+    except (KeyBusy, OffsetMismatch) as exc:
+        b_result = exc
+    results = {"a": a_result, "b": b_result}
+    winners = [name for name, result in results.items() if isinstance(result, int)]
+    assert len(winners) == 1, results
+    winner = a_bytes if winners == ["a"] else b_bytes
+    assert results[winners[0]] == offset + len(winner)
+    assert (await driver.stat("up/data")).size == offset + len(winner)
+    # The object goes on: one more append, then seal and read back.
+    assert await driver.append("up/data", offset + len(winner), stream([b"!"])) == \
+        offset + len(winner) + 1
+    await driver.seal("up/data", offset + len(winner) + 1)
+    assert await driver.get("up/data") == initial + winner + b"!"
+
+
+async def test_stat_during_appends_reports_the_appended_size(driver: Driver) -> None:
+    """Between requests `stat` is exactly the size appended so far; during a request it is
+    never below the offset the request started at, nor above what it has received."""
+    seen: list[tuple[int, int, int]] = []  # (request offset, bytes received so far, stat size)
+
+    async def watched(offset: int, parts: list[bytes]) -> AsyncIterator[bytes]:
+        received = 0
+        for part in parts:
+            seen.append((offset, received, (await driver.stat("up/data")).size))
+            yield part
+            received += len(part)
+            await asyncio.sleep(0)
+        seen.append((offset, received, (await driver.stat("up/data")).size))
+
+    offset = 0
+    for request in range(3):
+        parts = [pattern(300 * 1024 + i, seed=request) for i in range(4)]
+        offset = await driver.append("up/data", offset, watched(offset, parts))
+        assert (await driver.stat("up/data")).size == offset
+        assert await driver.exists("up/data") is True
+    assert offset == sum(3 * (300 * 1024 + i) for i in range(4))
+    # The first stat of the first request comes after the object was created (empty).
+    assert seen[0] == (0, 0, 0)
+    for start, received, size in seen:
+        assert start <= size <= start + received, seen
+    await driver.seal("up/data", offset)
+    assert (await driver.stat("up/data")).size == offset
+
+
+async def test_seal_then_append_is_refused(driver: Driver) -> None:
+    assert await driver.append("up/data", 0, stream([b"hello"])) == 5
+    await driver.seal("up/data", 5)
+    for offset in (5, 0, 3):
+        with pytest.raises(KeyNotFound):
+            await driver.append("up/data", offset, stream([b"more"]))
+    assert await driver.get("up/data") == b"hello"
+    assert (await driver.stat("up/data")).size == 5
+    assert await read_all(driver, "up/data") == b"hello"
+
+
+@pytest.mark.parametrize("wrong", [0, 10, 12, 1000])
+async def test_seal_with_wrong_size_changes_nothing(driver: Driver, wrong: int) -> None:
+    assert await driver.append("up/data", 0, stream([b"hello ", b"world"])) == 11
+    with pytest.raises(OffsetMismatch) as caught:
+        await driver.seal("up/data", wrong)
+    assert caught.value.size == 11
+    assert (await driver.stat("up/data")).size == 11
+    # Still an object being appended to, holding the same bytes.
+    assert await driver.append("up/data", 11, stream([b"!"])) == 12
+    await driver.seal("up/data", 12)
+    assert await driver.get("up/data") == b"hello world!"
+
+
+async def test_seal_is_idempotent(driver: Driver) -> None:
+    data = pattern(70_000)
+    assert await driver.append("up/data", 0, stream([data[:30_000], data[30_000:]])) == len(data)
+    await driver.seal("up/data", len(data))
+    await driver.seal("up/data", len(data))
+    with pytest.raises(OffsetMismatch) as caught:
+        await driver.seal("up/data", len(data) + 1)  # sealed, but not at that size
+    assert caught.value.size == len(data)
+    assert await driver.get("up/data") == data
+    assert (await driver.stat("up/data")).size == len(data)
+    assert await driver.list("up/") == ["up/data"]
+
+
+@pytest.mark.parametrize("chunks", [[], [b"", b""]], ids=["no-chunks", "empty-chunks"])
+async def test_seal_empty_appended_object(driver: Driver, chunks: list[bytes]) -> None:
+    observed = Observed()
+    assert await driver.append("up/empty", 0, stream(chunks), observed) == 0
+    assert observed.total == 0
+    assert (await driver.stat("up/empty")).size == 0
+    assert await driver.list("up/") == ["up/empty"]
+    await driver.seal("up/empty", 0)
+    assert await driver.get("up/empty") == b""
+    assert await read_all(driver, "up/empty") == b""
+    assert await driver.scan("up/empty", Observed()) == 0
+    assert (await driver.stat("up/empty")).size == 0
+    with pytest.raises(KeyNotFound):
+        await driver.append("up/empty", 0, stream([b"x"]))
+    await driver.move("up/empty", "done/empty")
+    assert await driver.get("done/empty") == b""
+    assert await driver.list("up/") == []
+
+
+# Request sizes around the 5 MiB part size the S3 driver is given here (S3's minimum): requests
+# that end inside a part, exactly on a part boundary, and one that spans more than a part.
+REQUESTS = {
+    "3+4+6MiB": [3 * MiB, 4 * MiB, 6 * MiB],
+    "on-part-boundaries": [5 * MiB, 5 * MiB, 1],
+    "1+11MiB+1": [1, 11 * MiB, 1],
+}
+
+
+@pytest.mark.parametrize("sizes", REQUESTS.values(), ids=REQUESTS.keys())
+async def test_append_in_several_requests_across_parts(driver: Driver,
+                                                       sizes: list[int]) -> None:
+    """Each request resumes from the size the previous one returned; the bytes arrive in
+    pieces of odd sizes, as from a network, and the sealed object holds exactly them."""
+    data = pattern(sum(sizes), seed=11)
+    piece = 256 * 1024 + 3
+    observed = Observed()
+    offset = 0
+    for size in sizes:
+        body = data[offset:offset + size]
+        pieces = [body[i:i + piece] for i in range(0, len(body), piece)]
+        returned = await driver.append("up/data", offset, stream(pieces), observed)
+        assert returned == offset + size
+        offset = returned
+        assert (await driver.stat("up/data")).size == offset
+    assert offset == len(data)
+    assert observed.total == len(data)
+    assert observed.digest == sha256(data)
+    await driver.seal("up/data", offset)
+    chunks = await read_chunks(driver, "up/data")
+    assert all(len(chunk) <= MAX_CHUNK for chunk in chunks)
+    assert sha256(b"".join(chunks)) == sha256(data)
+    rescanned = Observed()
+    assert await driver.scan("up/data", rescanned) == len(data)
+    assert rescanned.digest == sha256(data)
+    # A range that straddles the first part boundary.
+    start, end = 5 * MiB - 7, min(5 * MiB + 9, len(data))
+    assert await read_all(driver, "up/data", start, end) == data[start:end]
+
+
+async def test_delete_prefix_drops_an_object_being_appended(driver: Driver) -> None:
+    """Cancelling an upload removes its folder, whatever state the append is in."""
+    await driver.put("uploads/u1/info", b"{}")
+    await driver.append("uploads/u1/data", 0, stream([pattern(6 * MiB + 5)]))
+    await driver.put("uploads/u2/info", b"{}")
+    await driver.delete_prefix("uploads/u1/")
+    assert await driver.list("uploads/") == ["uploads/u2/info"]
+    assert await driver.exists("uploads/u1/data") is False
+    with pytest.raises((KeyNotFound, OffsetMismatch)):
+        await driver.append("uploads/u1/data", 6 * MiB + 5, stream([b"more"]))
+    # The key starts over as a new object.
+    assert await driver.append("uploads/u1/data", 0, stream([b"again"])) == 5
+    await driver.seal("uploads/u1/data", 5)
+    assert await driver.get("uploads/u1/data") == b"again"
+
+
+async def test_seal_during_a_running_append(driver: Driver) -> None:
+    """`seal` while another request appends: refused (KeyBusy), or the running append fails.
+    Either way the sealed object is exactly `size` bytes of what was appended, never a mix."""
+    first = pattern(100_000, seed=1)
+    assert await driver.append("up/data", 0, stream([first])) == len(first)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield pattern(50_000, seed=2)
+        started.set()
+        await release.wait()
+        yield pattern(50_000, seed=3)
+
+    appender = asyncio.ensure_future(driver.append("up/data", len(first), slow_body()))
+    await started.wait()
+    await asyncio.sleep(0.05)
+    try:
+        await driver.seal("up/data", len(first))
+    except KeyBusy:
+        sealed = False
+    else:
+        sealed = True
+    release.set()
+    try:
+        appended: int | BaseException = await appender
+    except (KeyBusy, KeyNotFound, OffsetMismatch) as exc:
+        appended = exc
+    if sealed:
+        assert isinstance(appended, BaseException), "an append succeeded on a sealed object"
+        assert await driver.get("up/data") == first
+    else:
+        assert appended == len(first) + 100_000
+        await driver.seal("up/data", len(first) + 100_000)
+        assert await driver.get("up/data") == first + pattern(50_000, seed=2) + \
+            pattern(50_000, seed=3)
 
 
 # -- move and the rest -------------------------------------------------------------------------
@@ -578,5 +853,8 @@ async def test_temporary_files_never_listed(driver: Driver) -> None:
     await driver.move("t/src", "t/moved")
     await driver.put("t/deep/er/key", b"d")
     expected = ["t/busy", "t/deep/er/key", "t/moved", "t/once", "t/put", "t/race", "t/up"]
-    assert await driver.list("t/") == expected
+    assert await driver.list("t/") == expected  # "t/up" is still being appended to
     assert await driver.list("t/", start_after="t/") == expected
+    await driver.seal("t/up", 3)
+    assert await driver.list("t/") == expected
+    assert await driver.list("t/", start_after="t/busy", limit=2) == expected[1:3]
