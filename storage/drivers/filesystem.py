@@ -256,7 +256,8 @@ class FilesystemDriver:
             flags = os.O_WRONLY | os.O_APPEND
         try:
             fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):
+            # PermissionError: sealed (read-only), when not running as root
             raise KeyNotFound(key) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

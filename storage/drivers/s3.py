@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import io
 import json
+import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ MAX_PARTS = 10_000
 MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject limit; larger objects are copied in parts
 COPY_PART_SIZE = 1024 * MiB
 READ_CHUNK = 1 * MiB
-TAIL = "#tail"
+TAIL = "#tail-"  # `#` never occurs in the registry's keys
 _APPENDABLE = "appendable"
 
 
@@ -51,7 +53,7 @@ class _AppendState:
     upload_id: str
     parts: list[tuple[int, str, int]] = field(default_factory=list)  # number, etag, size
     tail: int = 0
-    tail_etag: str | None = None
+    tail_key: str | None = None  # this version's tail object: `<key>#tail-<random>`
     etag: str | None = None  # of the state record itself
 
     @property
@@ -60,13 +62,13 @@ class _AppendState:
 
     def dump(self) -> bytes:
         return json.dumps({"uploadId": self.upload_id, "parts": self.parts, "tail": self.tail,
-                           "tailEtag": self.tail_etag}).encode()
+                           "tailKey": self.tail_key}).encode()
 
     @classmethod
     def load(cls, data: bytes, etag: str) -> _AppendState:
         doc = json.loads(data)
         return cls(doc["uploadId"], [(int(n), str(e), int(z)) for n, e, z in doc["parts"]],
-                   int(doc["tail"]), doc.get("tailEtag"), etag)
+                   int(doc["tail"]), doc.get("tailKey"), etag)
 
 
 class S3Driver:
@@ -132,7 +134,7 @@ class S3Driver:
             raise translate(exc, key) from None
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/") or TAIL in key:
+        if not key or key.startswith("/") or "#" in key:
             raise DriverError(f"invalid key {key!r}")
         return self.prefix + key
 
@@ -186,7 +188,7 @@ class S3Driver:
 
     async def delete(self, key: str) -> None:
         full = self._key(key)
-        await self._run(self._delete_keys, [full, full + TAIL], key=key)
+        await self._run(self._delete_keys, [full], key=key)
 
     def _delete_keys(self, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -240,7 +242,7 @@ class S3Driver:
             response = self.client.list_objects_v2(MaxKeys=wanted, **args)
             for obj in response.get("Contents", []):
                 key = obj["Key"][len(self.prefix):]
-                if TAIL not in key:
+                if "#" not in key:
                     out.append(key)
             if (limit is not None and len(out) >= limit) or not response.get("IsTruncated"):
                 return out[:limit] if limit is not None else out
@@ -270,7 +272,14 @@ class S3Driver:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
         if byte_range:
             args["Range"] = byte_range
-        response = self.client.get_object(**args)
+        try:
+            response = self.client.get_object(**args)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange" and byte_range:
+                # A range that starts at the end: no bytes, if the object exists at all.
+                self.client.head_object(Bucket=self.bucket, Key=full)
+                return io.BytesIO(b"")
+            raise
         if _APPENDABLE in response.get("Metadata", {}):
             response["Body"].close()
             raise DriverError(f"{full} is still being appended to; seal it first")
@@ -328,12 +337,14 @@ class S3Driver:
         )
         state.etag = response["ETag"]
 
-    def _get_tail(self, full: str, state: _AppendState) -> bytes:
-        # If-Match: a racing appender's tail must never be taken for ours.
-        extra = {"IfMatch": state.tail_etag} if state.tail_etag else {}
-        tail = self._get(full + TAIL, None, **extra)
+    def _get_tail(self, state: _AppendState) -> bytes:
+        # Every state version names its own tail object, so a racing appender's tail can
+        # never be taken for ours.
+        if state.tail_key is None:
+            raise KeyBusy("tail")
+        tail = self._get(state.tail_key, None)
         if len(tail) != state.tail:
-            raise KeyBusy(full)
+            raise KeyBusy(state.tail_key)
         return tail
 
     def _upload_part(self, full: str, state: _AppendState, number: int, data: bytes,
@@ -352,16 +363,28 @@ class S3Driver:
         if observe is not None:
             for chunk in new:
                 observe(chunk)
-        if tail or state.tail:
-            state.tail_etag = self._put(full + TAIL, tail) if tail else None
-        state.tail = len(tail)
-        self._save_state(full, state)
+        old_tail = state.tail_key
+        new_tail = f"{full}{TAIL}{secrets.token_hex(8)}" if tail else None
+        if new_tail is not None:
+            self._put(new_tail, tail)
+        state.tail, state.tail_key = len(tail), new_tail
+        try:
+            self._save_state(full, state)
+        except BaseException:
+            if new_tail is not None:
+                self._delete_keys([new_tail])  # we lost the race: leave the winner's state be
+            raise
+        if old_tail is not None and old_tail != new_tail:
+            self._delete_keys([old_tail])
 
     async def append(
         self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
     ) -> int:
         full = self._key(key)
-        state = await self._run(self._load_state, full, key=key)
+        try:
+            state = await self._run(self._load_state, full, key=key)
+        except KeyNotFound:
+            raise KeyNotFound(key) from None
         if state is None:
             if offset != 0:
                 raise KeyNotFound(key)
@@ -370,7 +393,7 @@ class S3Driver:
             raise OffsetMismatch(key, state.size)
         buffer = bytearray()
         if state.tail:
-            buffer += await self._run(self._get_tail, full, state, key=key)
+            buffer += await self._run(self._get_tail, state, key=key)
         new: builtins.list[bytes] = []
         pending: tuple[asyncio.Future[tuple[int, str, int]], bytes] | None = None
         loop = asyncio.get_running_loop()
@@ -414,7 +437,12 @@ class S3Driver:
             raise translate(exc, key) from None
 
     async def seal(self, key: str, size: int) -> None:
-        await self._run(self._seal, self._key(key), size, key=key)
+        try:
+            await self._run(self._seal, self._key(key), size, key=key)
+        except KeyNotFound:
+            raise KeyNotFound(key) from None
+        except OffsetMismatch as exc:
+            raise OffsetMismatch(key, exc.size) from None
 
     def _seal(self, full: str, size: int) -> None:
         try:
@@ -430,7 +458,7 @@ class S3Driver:
             raise OffsetMismatch(full, state.size)
         parts = list(state.parts)
         if state.tail:
-            tail = self._get_tail(full, state)
+            tail = self._get_tail(state)
             parts.append(self._upload_part(full, state, len(parts) + 1, tail, None, []))
         if not parts:
             self._abort(full, state.upload_id)
@@ -440,7 +468,8 @@ class S3Driver:
                 Bucket=self.bucket, Key=full, UploadId=state.upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e, _ in parts]},
             )
-        self._delete_keys([full + TAIL])
+        if state.tail_key is not None:
+            self._delete_keys([state.tail_key])
 
     # -- moves and URLs ------------------------------------------------------------------------
 

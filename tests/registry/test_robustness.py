@@ -244,11 +244,6 @@ def test_overlapping_patches_on_one_upload(client: RegistryClient, registry_serv
     replica): request B from offset N is still sending its body when request A from the same
     offset is sent and answered; then B's body ends. One of them is refused (409 or 416),
     and the upload goes on with exactly the other's bytes and completes."""
-    if registry_server.backend == "s3":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "S3Driver: the losing appender overwrites the `#tail` object before its If-Match "
-            "on the state record fails; the winner's acknowledged bytes are lost and the "
-            "upload answers 409 forever (see test_racing_appender_cannot_spoil_the_winner)")))
     head = random_blob(1000)
     location = start_upload(client, repo)
     response = patch_chunk(client, location, head, 0)

@@ -253,9 +253,6 @@ MISSING_OPS: dict[str, Callable[[Driver, str], Awaitable[object]]] = {
 @pytest.mark.parametrize("op", sorted(MISSING_OPS))
 async def test_missing_key_raises_key_not_found(driver: Driver, op: str, where: str,
                                                 known_bug: KnownBug) -> None:
-    if op == "seal":
-        known_bug("s3", "S3Driver._seal raises KeyNotFound(full key), i.e. with the driver's "
-                        "prefix, where every other operation reports the caller's key")
     await _make_neighbours(driver)
     key = MISSING[where]
     with pytest.raises(KeyNotFound) as caught:
@@ -401,9 +398,6 @@ RANGES = {
 async def test_read_range(driver: Driver, start_end: tuple[int, int | None],
                           known_bug: KnownBug) -> None:
     start, end = start_end
-    if start == RANGED_SIZE and end is None:
-        known_bug("s3", "S3Driver.read(key, start=size) sends Range 'bytes=size-', which S3 "
-                        "refuses (InvalidRange) -> StorageUnavailable instead of no bytes")
     data = pattern(RANGED_SIZE)
     await driver.append("ranged/object", 0, stream([data[i:i + MiB]
                                                     for i in range(0, len(data), MiB)]))
@@ -552,22 +546,11 @@ async def test_concurrent_appends_never_interleave(driver: Driver, initial: byte
             raise result
     assert len(winners) >= 1
     size = (await driver.stat("up/data")).size
-    try:
-        await driver.seal("up/data", size)
-    except KeyBusy:
-        if driver.name == "s3":  # depends on the timing; replayed as a strict xfail below
-            pytest.xfail(S3_RACING_TAIL_BUG)
-        raise
+    await driver.seal("up/data", size)
     final = await driver.get("up/data")
     for i in winners:
         assert results[i] == len(initial) + 40 * 1024
         assert final == initial + payloads[i] * 40, "appends interleaved or both applied"
-
-
-S3_RACING_TAIL_BUG = (
-    "S3Driver: a racing appender that loses the If-Match on the state record has already "
-    "overwritten `K#tail` unconditionally (_finish_append -> _put), so the winner's acknowledged "
-    "bytes are gone and every later append or seal fails with KeyBusy: the object is wedged")
 
 
 @pytest.mark.parametrize("initial", [b"", b"start"], ids=["creating", "extending"])
@@ -576,7 +559,6 @@ async def test_racing_appender_cannot_spoil_the_winner(driver: Driver, initial: 
     """Appender B starts at the current size and is still receiving when appender A, from the
     same offset, runs to completion; then B's body ends. One of them is refused (KeyBusy or
     OffsetMismatch), and the object holds exactly the winner's bytes and stays usable."""
-    known_bug("s3", S3_RACING_TAIL_BUG)
     if initial:
         await driver.append("up/data", 0, stream([initial]))
     offset = len(initial)

@@ -68,7 +68,7 @@ async def test_delete_prefix_aborts_the_multipart_upload(s3: S3Driver, size: int
     in_progress = multipart_uploads(s3, "uploads/u1/")
     assert [u["Key"] for u in in_progress] == [s3.prefix + "uploads/u1/data"]
     if size % S3_PART_SIZE:
-        assert "uploads/u1/data#tail" in raw_keys(s3)
+        assert any(k.startswith("uploads/u1/data#tail-") for k in raw_keys(s3))
 
     await s3.delete_prefix("uploads/u1/")
 
@@ -92,7 +92,8 @@ async def test_sealed_object_is_one_multipart_object_and_leaves_nothing_behind(
     for size in (3 * MiB, 4 * MiB, 6 * MiB):
         offset = await s3.append("up/data", offset, stream(pieces(data[offset:offset + size])))
     assert offset == len(data)
-    assert sorted(raw_keys(s3)) == ["up/data", "up/data#tail"]
+    keys = sorted(raw_keys(s3))
+    assert len(keys) == 2 and keys[0] == "up/data" and keys[1].startswith("up/data#tail-")
     assert (await s3.stat("up/data")).size == len(data)
 
     await s3.seal("up/data", len(data))
