@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from registry.commands import iam
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 5000)")
     serve.add_argument("--allow-anonymous", action="store_true", default=None,
                        help="serve without authentication on a non-loopback address")
+    iam.add_parsers(commands, _common)
     return parser
 
 
@@ -49,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if hasattr(args, "handler"):
+        return iam.run(settings, args)
     return 2
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,0 +1,1 @@
+"""Implementations of `registry` subcommands other than `serve`; `registry/cli.py` wires them."""
