@@ -71,6 +71,8 @@ def lookup(exc: Exception) -> tuple[str, int]:
 async def registry_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, e.RegistryError)
     code, status = lookup(exc)
+    if status >= 500:
+        log.warning("%s %s: %s %s", request.method, request.url.path, code, exc.message)
     headers: dict[str, str] = {}
     if isinstance(exc, e.RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.size}"

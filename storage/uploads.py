@@ -39,6 +39,7 @@ class UploadSession:
     algorithm: str
     started_at: float
     size: int
+    committed: str | None = None  # the digest being committed, once verified
 
 
 class UploadStore:
@@ -68,7 +69,8 @@ class UploadStore:
         if record.get("repository") != name:
             raise unknown
         return UploadSession(upload_id, name, str(record["algorithm"]),
-                             float(record["startedAt"]), await self._size(upload_id))
+                             float(record["startedAt"]), await self._size(upload_id),
+                             record.get("committed"))
 
     async def _size(self, upload_id: str) -> int:
         try:
@@ -107,6 +109,13 @@ class UploadStore:
     async def complete(self, session: UploadSession, expected: Digest,
                        final: AsyncIterable[bytes] | None = None) -> int:
         """Verify and commit the upload as blob `expected` in the session's repository."""
+        if session.committed == str(expected):
+            # An earlier attempt verified and stored the bytes, then failed before the link.
+            stored = await self.blobs.stored(expected)
+            if stored is not None:
+                await self.blobs.link(session.repository, expected)
+                await self.cancel(session)
+                return stored
         if final is not None:
             session = _with_size(session, await self.append(session, final))
         data_key = paths.upload_data(session.id)
@@ -130,6 +139,9 @@ class UploadStore:
                 f"upload digest {expected} does not match the content ({actual})",
                 {"expected": str(expected), "actual": str(actual)},
             )
+        record = {"repository": session.repository, "algorithm": session.algorithm,
+                  "startedAt": session.started_at, "committed": str(expected)}
+        await self.driver.put(paths.upload_info(session.id), records.dump(record))
         blob_key = paths.blob(expected)
         if await self.driver.exists(blob_key):
             await self.driver.delete(data_key)  # already stored: commits are idempotent
@@ -178,4 +190,4 @@ def _valid_id(upload_id: str) -> bool:
 
 def _with_size(session: UploadSession, size: int) -> UploadSession:
     return UploadSession(session.id, session.repository, session.algorithm,
-                         session.started_at, size)
+                         session.started_at, size, session.committed)

@@ -404,10 +404,6 @@ def test_state_record_outage_leaves_session_resumable(checked: Stack, repo: str)
     pull_identical(stack, repo, data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: UploadStore.complete moves the data to its content address, then links it; "
-    "when the link write fails, a retried PUT ?digest= finds no data key, seals an empty "
-    "object and answers 400 DIGEST_INVALID (and cancels the session) instead of linking"))
 def test_link_outage_completion_is_retryable(checked: Stack, repo: str) -> None:
     stack, client, proxy = checked, checked.client, checked.proxy
     data = os.urandom(2 * MiB)
@@ -439,23 +435,7 @@ DROP_TARGETS: dict[str, dict[str, Any]] = {
     "link-PutObject": {"operation": "PutObject", "predicate": _layer_link},
 }
 
-STATE_CREATE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: the state record is created with If-None-Match: *; when its first attempt "
-    "succeeds but the answer is lost, botocore's retry gets 412, _start_append aborts the "
-    "multipart upload the stored record points at, and the session is dead: 409 "
-    "BLOB_UPLOAD_INVALID, then every request that uploads a part fails (NoSuchUpload: "
-    "404 BLOB_UPLOAD_UNKNOWN on S3; moto answers 500, so 503 UNAVAILABLE here) forever"))
-
-STATE_UPDATE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: the state record is replaced with If-Match; when its first attempt succeeds "
-    "but the answer is lost, botocore's retry gets 412 and S3Driver._finish_append, taking "
-    "that for a lost race, deletes the new `#tail-` object which the stored state now names "
-    "(and never deletes the old one): 409 BLOB_UPLOAD_INVALID, then every append or "
-    "completion reads the missing tail, 404 BLOB_UPLOAD_UNKNOWN, while GET status still "
-    "reports the offset"))
-
-KNOWN_DROP_AFTER_BUGS = {"state-create-PutObject": STATE_CREATE_BUG,
-                         "state-update-PutObject": STATE_UPDATE_BUG}
+KNOWN_DROP_AFTER_BUGS: dict[str, pytest.MarkDecorator] = {}
 
 
 def test_dropped_before_forwarding_is_invisible(checked: Stack, repo: str) -> None:
@@ -508,10 +488,6 @@ def test_dropped_connections_on_monolithic_push(checked: Stack, repo: str) -> No
     pull_identical(stack, repo, data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: storage.s3.max_attempts is passed to botocore as Config(retries="
-    "{'max_attempts': N}), which botocore reads as N retries after the first try, so the "
-    "driver makes N + 1 attempts (7 with the default 6); 'total_max_attempts' means N"))
 def test_max_attempts_counts_every_attempt(checked: Stack, repo: str) -> None:
     stack, client, proxy = checked, checked.client, checked.proxy
     data = os.urandom(1 * MiB)

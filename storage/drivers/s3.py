@@ -114,7 +114,7 @@ class S3Driver:
         )
         config = Config(
             max_pool_connections=max_threads,
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             signature_version="s3v4",
             s3={"addressing_style": addressing_style, "payload_signing_enabled": False},
             request_checksum_calculation="when_required",
@@ -330,11 +330,23 @@ class S3Driver:
 
     def _save_state(self, full: str, state: _AppendState, create: bool = False) -> None:
         condition = {"IfNoneMatch": "*"} if create else {"IfMatch": str(state.etag)}
-        response = self.client.put_object(
-            Bucket=self.bucket, Key=full, Body=state.dump(),
-            Metadata={_APPENDABLE: "1", "size": str(state.size)}, **self._write_args,
-            **condition,
-        )
+        body = state.dump()
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=full, Body=body,
+                Metadata={_APPENDABLE: "1", "size": str(state.size)}, **self._write_args,
+                **condition,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
+            # Lost the race, or botocore retried a write whose answer was lost and S3 had
+            # applied it: the stored record tells which.
+            stored = self._load_state(full)
+            if stored is None or stored.dump() != body:
+                raise
+            state.etag = stored.etag
+            return
         state.etag = response["ETag"]
 
     def _get_tail(self, state: _AppendState) -> bytes:
