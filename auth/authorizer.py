@@ -30,6 +30,8 @@ class UserLike(Protocol):
     @property
     def name(self) -> str: ...
     @property
+    def password_hash(self) -> str: ...
+    @property
     def groups(self) -> tuple[str, ...]: ...
 
 
@@ -60,7 +62,8 @@ class Authorizer:
         self.account = account
         self.region = region
         self.throttle = throttle
-        self._basic: OrderedDict[tuple[str, bytes], tuple[float, tuple[str, ...]]] = OrderedDict()
+        # (name, sha256(password)) -> (valid until, the password hash it was verified against)
+        self._basic: OrderedDict[tuple[str, bytes], tuple[float, str]] = OrderedDict()
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -81,22 +84,29 @@ class Authorizer:
         raise Unauthenticated(f"unsupported authorization scheme {scheme[:20]!r}")
 
     async def login(self, name: str, password: str, address: str) -> Caller:
-        """Check a user's password (throttled); the caller with its groups."""
-        key = (name, hashlib.sha256(password.encode()).digest())
-        cached = self._basic.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return Caller(self.account, name, cached[1])
+        """Check a user's password (throttled); the caller with its current groups.
+
+        The scrypt check is skipped for a password verified in the last minute, but only while
+        the user's record still holds the very hash it was verified against: a changed
+        password, a removed user or changed groups take effect at once."""
         try:
             self.throttle.check(address, name)
         except LoginThrottled as exc:
             raise TooManyAttempts("too many failed logins; try again later",
                                   exc.retry_after) from None
+        key = (name, hashlib.sha256(password.encode()).digest())
+        cached = self._basic.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            current = await self.directory.get_user(name)
+            if current is not None and current.password_hash == cached[1]:
+                return Caller(self.account, current.name, tuple(current.groups))
         user = await self.directory.authenticate(name, password)
         if user is None:
+            self._basic.pop(key, None)
             await asyncio.sleep(self.throttle.failed(address, name))
             raise Unauthenticated("invalid username or password")
         self.throttle.succeeded(name)
-        self._basic[key] = (time.monotonic() + _BASIC_CACHE_TTL, tuple(user.groups))
+        self._basic[key] = (time.monotonic() + _BASIC_CACHE_TTL, user.password_hash)
         while len(self._basic) > _BASIC_CACHE_SIZE:
             self._basic.popitem(last=False)
         return Caller(self.account, user.name, tuple(user.groups))
