@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from auth.errors import AuthError
-from registry import errors, token
+from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
 from registry.settings import Settings
 from registry.v2 import routes as v2_routes
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/token", token.get_token, methods=["GET"], name="token"),
         Route("/token", token.post_token, methods=["POST"]),
         Route("/.well-known/jwks.json", token.jwks, methods=["GET"], name="jwks"),
+        Route("/", ecr.handle, methods=["POST"], name="ecr"),
     ]
     app = Starlette(
         routes=routes,

@@ -63,6 +63,10 @@ def revision(name: str, digest: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}"
 
 
+def revisions(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/"
+
+
 def tags(name: str) -> str:
     """Prefix under which every tag of a repository is one key (tags never contain `/`)."""
     return f"{REPOSITORIES}/{name}/_manifests/tags/"
