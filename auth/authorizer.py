@@ -20,8 +20,9 @@ from auth.actions import SCOPE_ACTIONS, Scope, repository_arn
 from auth.errors import TooManyAttempts, Unauthenticated
 from auth.policy import Caller, Policy, Request, evaluate
 from auth.throttle import LoginThrottle, LoginThrottled
-from auth.tokens import Access, Claims, TokenError
+from auth.tokens import LOGIN, Access, Claims, TokenError
 
+AWS_USER = "AWS"  # ECR's user name for authorization tokens
 _BASIC_CACHE_TTL = 60.0
 _BASIC_CACHE_SIZE = 1024
 
@@ -94,6 +95,8 @@ class Authorizer:
         except LoginThrottled as exc:
             raise TooManyAttempts("too many failed logins; try again later",
                                   exc.retry_after) from None
+        if name == AWS_USER:
+            return await self._login_token(password, address)
         key = (name, hashlib.sha256(password.encode()).digest())
         cached = self._basic.get(key)
         if cached is not None and cached[0] > time.monotonic():
@@ -109,6 +112,18 @@ class Authorizer:
         self._basic[key] = (time.monotonic() + _BASIC_CACHE_TTL, user.password_hash)
         while len(self._basic) > _BASIC_CACHE_SIZE:
             self._basic.popitem(last=False)
+        return Caller(self.account, user.name, tuple(user.groups))
+
+    async def _login_token(self, token: str, address: str) -> Caller:
+        """`AWS:<token>` from ECR's GetAuthorizationToken, as docker login sends it."""
+        try:
+            claims = await self.tokens.verify(token, kind=LOGIN)
+        except TokenError:
+            await asyncio.sleep(self.throttle.failed(address, AWS_USER))
+            raise Unauthenticated("invalid or expired authorization token") from None
+        user = await self.directory.get_user(claims.subject)
+        if user is None:
+            raise Unauthenticated("the authorization token's user no longer exists")
         return Caller(self.account, user.name, tuple(user.groups))
 
     async def caller_of(self, identity: Identity) -> Caller:

@@ -26,7 +26,7 @@ CLOCK_SKEW_LEEWAY = 30
 MAX_TOKEN_SIZE = 16 * 1024
 MAX_HEADER_SIZE = 2 * 1024
 MAX_ACCESS_ENTRIES = 256
-ACCESS, REFRESH = "access", "refresh"
+ACCESS, REFRESH, LOGIN = "access", "refresh", "login"
 _REQUIRED = ("iss", "sub", "aud", "exp", "nbf", "iat", "jti", "kind")
 
 
@@ -127,6 +127,13 @@ class TokenService:
         """A long-lived token that grants nothing itself: it only buys new access tokens."""
         return self._sign(subject, int(self.clock()), self.refresh_ttl, REFRESH, {})
 
+    def issue_login(self, subject: str, ttl: int) -> tuple[str, int]:
+        """A registry password (ECR's GetAuthorizationToken: used as `AWS:<token>`) that
+        stands for `subject` until it expires; grants nothing as a bearer token. Returns the
+        token and its expiry (epoch seconds)."""
+        now = int(self.clock())
+        return self._sign(subject, now, ttl, LOGIN, {}), now + ttl
+
     def _sign(self, subject: str, now: int, ttl: int, kind: str, extra: dict[str, Any]) -> str:
         key = self.keyring.current
         payload = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + ttl,
@@ -178,7 +185,7 @@ class TokenService:
 
     def _claims(self, payload: dict[str, Any], kind: str) -> Claims:
         if payload["kind"] != kind:
-            wanted = "an access" if kind == ACCESS else "a refresh"
+            wanted = {ACCESS: "an access", REFRESH: "a refresh"}.get(kind, "a login")
             raise TokenError(f"not {wanted} token")
         times = payload["exp"], payload["nbf"], payload["iat"]
         if not all(_numeric(value) for value in times):

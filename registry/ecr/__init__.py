@@ -30,6 +30,7 @@ log = logging.getLogger("registry")
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY = 1024 * 1024
+GLOBAL_OPERATIONS = frozenset({"GetAuthorizationToken"})  # authorised on resource "*"
 
 
 @dataclass
@@ -56,9 +57,10 @@ Operation = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def operations() -> dict[str, Operation]:
-    from registry.ecr import repositories
+    from registry.ecr import auth_token, repositories
 
     return {
+        "GetAuthorizationToken": auth_token.get_authorization_token,
         "CreateRepository": repositories.create_repository,
         "DescribeRepositories": repositories.describe_repositories,
         "DeleteRepository": repositories.delete_repository,
@@ -128,7 +130,10 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
     name = params.get("repositoryName")
     if isinstance(name, str):
         check_name(name)
-    resource = context.repository_arn(name if isinstance(name, str) else "*")
+    if operation in GLOBAL_OPERATIONS:
+        resource = "*"
+    else:
+        resource = context.repository_arn(name if isinstance(name, str) else "*")
     caller = context.caller
     identity = await auth.directory.identity_policies(caller.user) if caller.user else []
     repository_policy = (await auth.directory.repository_policy(name)

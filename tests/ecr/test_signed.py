@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from botocore.client import BaseClient
 from botocore.config import Config
@@ -82,4 +85,34 @@ def test_key_without_policy_is_denied(keys: tuple[LiveRegistry, Keys]) -> None:
     nobody = client(live.url, found["nobody"]["AccessKeyId"], found["nobody"]["SecretAccessKey"])
     with pytest.raises(nobody.exceptions.ClientError) as caught:
         nobody.create_repository(repositoryName="signed/denied")
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_authorization_token_logs_in_to_the_data_plane(
+        keys: tuple[LiveRegistry, Keys]) -> None:
+    live, found = keys
+    root = client(live.url, found["root"]["AccessKeyId"], found["root"]["SecretAccessKey"])
+    data = root.get_authorization_token()["authorizationData"][0]
+    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    assert user == "AWS"
+    assert data["proxyEndpoint"] == live.url
+    remaining = data["expiresAt"].timestamp() - time.time()
+    assert 11 * 3600 < remaining <= 12 * 3600 + 5
+    assert httpx.get(live.url + "/v2/", auth=(user, password)).status_code == 200
+    token = httpx.get(live.url + "/token", auth=(user, password),
+                      params={"service": "registry", "scope": "repository:any/repo:pull"})
+    assert token.status_code == 200
+    assert token.json()["scope"] == "repository:any/repo:pull"
+    assert httpx.get(live.url + "/v2/", auth=(user, password[:-2] + "xx")).status_code == 401
+    # As a bearer token it grants nothing.
+    bearer = httpx.get(live.url + "/v2/any/repo/tags/list",
+                       headers={"Authorization": f"Bearer {password}"})
+    assert bearer.status_code == 401
+
+
+def test_authorization_token_needs_permission(keys: tuple[LiveRegistry, Keys]) -> None:
+    live, found = keys
+    nobody = client(live.url, found["nobody"]["AccessKeyId"], found["nobody"]["SecretAccessKey"])
+    with pytest.raises(nobody.exceptions.ClientError) as caught:
+        nobody.get_authorization_token()
     assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
