@@ -42,6 +42,14 @@ class DirectoryLike(Protocol):
     async def identity_policies(self, user: str) -> list[Policy]: ...
     async def repository_policy(self, repository: str) -> Policy | None: ...
     async def registry_policy(self) -> Policy | None: ...
+    async def lookup_access_key(self, key_id: str) -> KeyOwnerLike | None: ...
+
+
+class KeyOwnerLike(Protocol):
+    @property
+    def user(self) -> str: ...
+    @property
+    def secret(self) -> str: ...
 
 
 class TokenVerifier(Protocol):
@@ -154,12 +162,14 @@ class Authorizer:
         iam_actions = SCOPE_ACTIONS.get(action)
         if iam_actions is None:
             return False
-        return await self._allows(caller, iam_actions,
+        return await self.allows(caller, iam_actions,
                                   repository_arn(self.region, self.account, repository),
                                   repository, address)
 
-    async def _allows(self, caller: Caller, iam_actions: Sequence[str], resource: str,
-                      repository: str | None, address: str) -> bool:
+    async def allows(self, caller: Caller, iam_actions: Sequence[str], resource: str,
+                     repository: str | None, address: str) -> bool:
+        """Whether policy allows every one of `iam_actions` on `resource`; the repository's
+        own policy applies when `repository` is named, the registry policy always."""
         identity_policies = (await self.directory.identity_policies(caller.user)
                              if caller.user else [])
         resource_policies = [p for p in (

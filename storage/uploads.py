@@ -119,13 +119,9 @@ class UploadStore:
         if final is not None:
             session = _with_size(session, await self.append(session, final))
         data_key = paths.upload_data(session.id)
-        try:
-            size = (await self.driver.stat(data_key)).size
-        except KeyNotFound:
-            if session.size != 0:
-                raise BlobUploadUnknown("upload session unknown", {"uuid": session.id}) from None
+        size = session.size  # as read with the session, or as the final append left it
+        if size == 0 and not await self.driver.exists(data_key):
             await self.driver.put(data_key, b"")  # an empty blob never had a chunk
-            size = 0
         try:
             await self.driver.seal(data_key, size)
         except (KeyBusy, OffsetMismatch):

@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.actions import repository_arn
-from auth.policy import Caller, evaluate
-from auth.policy import Request as PolicyRequest
+from auth.policy import Caller
 from auth.sigv4 import SigV4Error, verify
 from registry.auth import client_address, services
 from registry.ecr import errors
@@ -89,7 +88,7 @@ async def handle(request: Request) -> Response:
         context = Context(request, request.app.state.store, settings, caller)
         await _authorize(context, name, params)
         result = await operation(context, params)
-        return Response(json.dumps(result, default=_json_default).encode(),
+        return Response(json.dumps(result).encode(),
                         media_type=CONTENT_TYPE)
     except errors.EcrError as exc:
         return _error(exc.type, exc.message, exc.status)
@@ -104,10 +103,14 @@ async def _authenticate(request: Request, body: bytes, operation: str) -> Caller
     if auth is None:
         return Caller(settings.auth.account_id, "admin")  # auth off: loopback development
 
+    owner: list[str] = []
+
     async def secret_of(key_id: str) -> str | None:
-        found = await auth.directory.lookup_access_key(key_id)  # type: ignore[attr-defined]
-        request.state.key_owner = found.user if found is not None else None
-        return found.secret if found is not None else None
+        found = await auth.directory.lookup_access_key(key_id)
+        if found is None:
+            return None
+        owner.append(found.user)
+        return found.secret
 
     try:
         await verify(request.method, request.url.path, request.query_params.multi_items(),
@@ -115,7 +118,7 @@ async def _authenticate(request: Request, body: bytes, operation: str) -> Caller
     except SigV4Error as exc:
         status = 403 if exc.type != "UnrecognizedClientException" else 400
         raise errors.EcrError(exc.type, exc.message, status) from None
-    user = await auth.directory.get_user(request.state.key_owner)
+    user = await auth.directory.get_user(owner[0])
     if user is None:
         raise errors.EcrError("UnrecognizedClientException",
                               "The security token included in the request is invalid.")
@@ -135,17 +138,9 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
     else:
         resource = context.repository_arn(name if isinstance(name, str) else "*")
     caller = context.caller
-    identity = await auth.directory.identity_policies(caller.user) if caller.user else []
-    repository_policy = (await auth.directory.repository_policy(name)
-                         if isinstance(name, str) else None)
-    resource_policies = [p for p in (repository_policy, await auth.directory.registry_policy())
-                         if p is not None]
-    context_keys = {"aws:SourceIp": client_address(context.request)}
-    if caller.user:
-        context_keys["aws:username"] = caller.user
-    decision = evaluate(PolicyRequest(caller, f"ecr:{operation}", resource, context_keys),
-                        identity, resource_policies)
-    if not decision.allowed:
+    if not await auth.authorizer.allows(caller, [f"ecr:{operation}"], resource,
+                                        name if isinstance(name, str) else None,
+                                        client_address(context.request)):
         raise errors.EcrError(
             "AccessDeniedException",
             f"User: {caller.arn} is not authorized to perform: ecr:{operation} on resource: "
@@ -157,6 +152,3 @@ def _error(type_: str, message: str, status: int) -> Response:
     return Response(body, status_code=status, media_type=CONTENT_TYPE,
                     headers={"x-amzn-ErrorType": type_})
 
-
-def _json_default(value: Any) -> Any:
-    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from starlette.requests import Request
 
 from registry.auth import require
@@ -65,10 +63,6 @@ async def read_bounded(request: Request, limit: int, error: RegistryError) -> by
             raise error
         parts.append(chunk)
     return b"".join(parts)
-
-
-def body_stream(request: Request) -> AsyncIterator[bytes]:
-    return request.stream()
 
 
 def require_deletes(request: Request) -> None:

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from auth.actions import PUSH
 from registry.auth import may_pull, services
-from registry.v2.common import body_stream, content_length, has_body, repository, store, url_path
+from registry.v2.common import content_length, has_body, repository, store, url_path
 from storage.content.digest import ALGORITHMS, Digest
 from storage.content.names import check_name
 from storage.errors import BlobUploadInvalid, DigestInvalid, UploadOffsetMismatch
@@ -41,7 +41,7 @@ async def start_upload(request: Request) -> Response:
     if digest_param is not None:
         digest = Digest.parse(digest_param)
         session = await uploads.start(name, digest.algorithm)
-        await uploads.complete(session, digest, body_stream(request))
+        await uploads.complete(session, digest, request.stream())
         return _created(request, name, digest)
     session = await uploads.start(name, algorithm)
     return _progress(request, session, 0)
@@ -52,7 +52,7 @@ async def upload_chunk(request: Request) -> Response:
     uploads = store(request).uploads
     session = await uploads.get(name, request.path_params["uuid"])
     start = _check_content_range(request, session)
-    size = await uploads.append(session, body_stream(request), start)
+    size = await uploads.append(session, request.stream(), start)
     return _progress(request, session, size)
 
 
@@ -67,7 +67,7 @@ async def complete_upload(request: Request) -> Response:
     final = None
     if has_body(request):
         _check_content_range(request, session)
-        final = body_stream(request)
+        final = request.stream()
     await uploads.complete(session, digest, final)
     return _created(request, name, digest)
 

@@ -143,8 +143,8 @@ class S3Driver:
     async def get(self, key: str, max_size: int | None = None) -> bytes:
         return await self._run(self._get, self._key(key), max_size, key=key)
 
-    def _get(self, full: str, max_size: int | None, **extra: Any) -> bytes:
-        response = self.client.get_object(Bucket=self.bucket, Key=full, **extra)
+    def _get(self, full: str, max_size: int | None) -> bytes:
+        response = self.client.get_object(Bucket=self.bucket, Key=full)
         body = response["Body"]
         try:
             if max_size is not None and response["ContentLength"] > max_size:
