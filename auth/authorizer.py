@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from auth.actions import SCOPE_ACTIONS, Scope, repository_arn
+from auth.actions import PULL, SCOPE_ACTIONS, Scope, repository_arn
 from auth.errors import TooManyAttempts, Unauthenticated
 from auth.policy import Caller, Policy, Request, evaluate
 from auth.throttle import LoginThrottle, LoginThrottled
@@ -170,12 +170,30 @@ class Authorizer:
                      repository: str | None, address: str) -> bool:
         """Whether policy allows every one of `iam_actions` on `resource`; the repository's
         own policy applies when `repository` is named, the registry policy always."""
+        caller_policies = await self._caller_policies(caller)
+        return await self._decide(caller, caller_policies, iam_actions, resource, repository,
+                                  address)
+
+    async def pullable(self, caller: Caller, names: Sequence[str], address: str) -> list[str]:
+        """The names the caller may pull, reading its own policies once for the whole list."""
+        caller_policies = await self._caller_policies(caller)
+        return [name for name in names if await self._decide(
+            caller, caller_policies, SCOPE_ACTIONS[PULL],
+            repository_arn(self.region, self.account, name), name, address)]
+
+    async def _caller_policies(self, caller: Caller) -> tuple[list[Policy], Policy | None]:
+        """The caller's identity policies and the registry policy."""
         identity_policies = (await self.directory.identity_policies(caller.user)
                              if caller.user else [])
-        resource_policies = [p for p in (
-            await self.directory.repository_policy(repository) if repository else None,
-            await self.directory.registry_policy(),
-        ) if p is not None]
+        return identity_policies, await self.directory.registry_policy()
+
+    async def _decide(self, caller: Caller, caller_policies: tuple[list[Policy], Policy | None],
+                      iam_actions: Sequence[str], resource: str, repository: str | None,
+                      address: str) -> bool:
+        identity_policies, registry_policy = caller_policies
+        repository_policy = (await self.directory.repository_policy(repository)
+                             if repository else None)
+        resource_policies = [p for p in (repository_policy, registry_policy) if p is not None]
         context = {"aws:SourceIp": address}
         if caller.user:
             context.update({"aws:username": caller.user, "aws:PrincipalArn": caller.arn})
@@ -189,6 +207,7 @@ class Authorizer:
         """Down-scope what a token request asks for to what policy allows (the token spec's
         behaviour: the token carries only granted actions)."""
         granted: list[Access] = []
+        caller_policies = await self._caller_policies(caller)
         for scope in scopes:
             if scope.type == "registry" and scope.name == "catalog":
                 # Anyone may ask; the listing shows only repositories the caller may pull.
@@ -196,8 +215,9 @@ class Authorizer:
                 continue
             if scope.type != "repository":
                 continue
-            allowed = tuple([a for a in scope.actions
-                             if await self.policy_allows(caller, scope.name, a, address)])
+            resource = repository_arn(self.region, self.account, scope.name)
+            allowed = tuple([a for a in scope.actions if a in SCOPE_ACTIONS and await self._decide(
+                caller, caller_policies, SCOPE_ACTIONS[a], resource, scope.name, address)])
             granted.append(Access("repository", scope.name, allowed))
         return granted
 

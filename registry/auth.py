@@ -149,6 +149,21 @@ async def may_pull(request: Request, name: str) -> bool:
     return await auth.authorizer.policy_allows(caller, name, PULL, client_address(request))
 
 
+async def pullable(request: Request, names: list[str]) -> list[str]:
+    """The catalog entries the caller may read: as the token grants them, else by policy."""
+    auth = services(request)
+    ident = await identity(request)
+    if auth is None or ident is None:
+        return names
+    address = client_address(request)
+    granted = {name for name in names if ident.token_access is not None
+               and await auth.authorizer.permits(ident, name, PULL, address)}
+    caller = await auth.authorizer.caller_of(ident)
+    by_policy = set(await auth.authorizer.pullable(
+        caller, [n for n in names if n not in granted], address))
+    return [name for name in names if name in granted or name in by_policy]
+
+
 async def require_catalog(request: Request) -> None:
     auth = services(request)
     ident = await identity(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.auth import may_pull, require_catalog, services
+from registry.auth import pullable, require_catalog
 from registry.v2.common import store, url_path
 from registry.v2.tags import next_link, page_size
 
@@ -19,9 +19,8 @@ async def catalog(request: Request) -> Response:
         request.query_params.get("last"), DEFAULT_PAGE if n is None else n
     )
     last_seen = names[-1] if names else ""
-    if services(request) is not None:
-        # Only what the caller may pull. A filtered page may be short; Link still follows.
-        names = [name for name in names if await may_pull(request, name)]
+    # Only what the caller may pull. A filtered page may be short; Link still follows.
+    names = await pullable(request, names)
     headers = {}
     if more:
         headers["Link"] = next_link(url_path(request, "catalog"), n, last_seen)
