@@ -47,7 +47,7 @@ def build_driver(settings: Settings) -> Driver:
 
 
 def create_app(settings: Settings) -> Starlette:
-    store = Store(build_driver(settings))
+    store = Store(build_driver(settings), settings.repositories.create_on_push)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

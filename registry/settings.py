@@ -88,10 +88,19 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RepositoriesSettings:
+    # ECR's rule is that a repository exists before anything is pushed to it. True lets any
+    # push create its repository with default settings (as a ROOT creation template applied
+    # for CREATE_ON_PUSH would); stored templates are consulted either way.
+    create_on_push: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    repositories: RepositoriesSettings = field(default_factory=RepositoriesSettings)
 
 
 def load_settings(

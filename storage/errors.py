@@ -26,6 +26,10 @@ class TagInvalid(RegistryError):
     pass
 
 
+class TagImmutable(TagInvalid):
+    """The tag exists, points elsewhere, and the repository keeps such tags immutable."""
+
+
 class DigestInvalid(RegistryError):
     pass
 
@@ -78,6 +82,10 @@ class ManifestUnknown(RegistryError):
 
 class ManifestBlobUnknown(RegistryError):
     pass
+
+
+class ManifestChildUnknown(ManifestBlobUnknown):
+    """An index names a manifest the repository does not hold."""
 
 
 class PaginationInvalid(RegistryError):

@@ -7,10 +7,12 @@ byte for byte as pushed, with the media type it was pushed with.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from storage import paths, records
 from storage.blobs import BlobStore
@@ -22,14 +24,20 @@ from storage.errors import (
     DigestInvalid,
     KeyNotFound,
     ManifestBlobUnknown,
+    ManifestChildUnknown,
     ManifestUnknown,
     NameUnknown,
+    StorageUnavailable,
+    TagImmutable,
 )
-from storage.repositories import RepositoryStore
+from storage.repositories import RepositoryStore, tag_is_immutable
 
 MAX_TAGS_PAGE = 1000
 MAX_REFERRERS = 10000
 _CACHE_BYTES = 32 * 1024 * 1024
+PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
+_PULLS_REMEMBERED = 65536
+_LIST_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +52,38 @@ class StoredManifest:
         return len(self.raw)
 
 
+@dataclass(slots=True)
+class ImageEntry:
+    """One manifest of a repository as a listing of its revisions sees it."""
+
+    digest: Digest
+    tags: list[str] = field(default_factory=list)
+    revision: bool = False  # False for a page that starts inside the tags of this digest
+    last_key: str = ""  # the listing key this entry ends at (a page token)
+    tag_keys: list[str] = field(default_factory=list)  # index key of each tag, same order
+
+
+def _immutable(name: str, tag: str) -> TagImmutable:
+    return TagImmutable(
+        f"The image tag '{tag}' already exists in the '{name}' repository and cannot be "
+        "overwritten because the repository is immutable.", {"tag": tag})
+
+
 class ManifestStore:
     def __init__(self, driver: Driver, repositories: RepositoryStore, blobs: BlobStore) -> None:
         self.driver = driver
         self.repositories = repositories
         self.blobs = blobs
         self._bytes = _ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
+        self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
     # -- write ---------------------------------------------------------------------------------
 
     async def put(self, name: str, reference: str, raw: bytes, content_type: str | None,
-                  extra_tags: Iterable[str] = ()) -> Manifest:
+                  extra_tags: Iterable[str] = (),
+                  settings: dict[str, Any] | None = None) -> Manifest:
+        """Store a manifest and point its tags at it. `settings` is the repository's settings
+        record: an immutable tag that exists and points elsewhere refuses the whole push."""
         tags = [check_tag(t) for t in ([reference] if is_tag(reference) else [])]
         tags += [check_tag(t) for t in extra_tags if t not in tags]
         algorithm = "sha256"
@@ -68,22 +97,62 @@ class ManifestStore:
             )
         await self._check_references(name, manifest)
         digest = manifest.digest
+        current = {tag: await self.tag_digest(name, tag) for tag in tags}
+        for tag, old in current.items():
+            if old is not None and old != digest and tag_is_immutable(settings, tag):
+                raise _immutable(name, tag)
         blob_key = paths.blob(digest)
         if not await self.driver.exists(blob_key):
             await self.driver.put(blob_key, raw)
         record: dict[str, object] = {
             "mediaType": manifest.media_type, "size": len(raw), "pushedAt": time.time(),
+            "imageSize": await self._image_size(name, manifest),
         }
+        if manifest.config is not None:
+            record["artifactMediaType"] = manifest.config.media_type
         if manifest.subject is not None:
             record["subject"] = str(manifest.subject.digest)
         await self.driver.put(paths.revision(name, digest), records.dump(record))
         if manifest.subject is not None:
             await self._put_referrer(name, manifest)
         for tag in tags:
-            await self.driver.put(paths.tag(name, tag), records.dump({"digest": str(digest)}))
+            await self._set_tag(name, tag, digest, current[tag],
+                                tag_is_immutable(settings, tag))
         await self.repositories.ensure(name)
         self._bytes.put(digest, raw)
         return manifest
+
+    async def _set_tag(self, name: str, tag: str, digest: Digest, old: Digest | None,
+                       immutable: bool) -> None:
+        """Index entry first, tag record second, the old index entry last: a crash leaves a
+        stale index entry (ignored on read), never a tag missing from the index."""
+        if old == digest:
+            return
+        entry = paths.tag_index_entry(name, digest, tag)
+        await self.driver.put(entry, b"")
+        value = records.dump({"digest": str(digest)})
+        if old is None and immutable:
+            # Two pushes racing to create an immutable tag: exactly one wins.
+            if (not await self.driver.put_if_absent(paths.tag(name, tag), value)
+                    and await self.tag_digest(name, tag) != digest):
+                    await self.driver.delete(entry)
+                    raise _immutable(name, tag)
+            return
+        await self.driver.put(paths.tag(name, tag), value)
+        if old is not None:
+            await self.driver.delete(paths.tag_index_entry(name, old, tag))
+
+    async def _image_size(self, name: str, manifest: Manifest) -> int:
+        """ECR's imageSizeInBytes: the layers' (compressed) sizes; for an index, its largest
+        image."""
+        if not manifest.is_index:
+            return sum(d.size for d in manifest.layers)
+        sizes = [0]
+        for child in manifest.manifests:
+            record = await self.revision_record(name, child.digest)
+            if record is not None:
+                sizes.append(int(record.get("imageSize", 0)))
+        return max(sizes)
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         missing = [str(d.digest) for d in manifest.blobs
@@ -96,7 +165,7 @@ class ManifestStore:
         children = [str(d.digest) for d in manifest.manifests
                     if not await self.driver.exists(paths.revision(name, d.digest))]
         if children:
-            raise ManifestBlobUnknown(
+            raise ManifestChildUnknown(
                 f"index references manifests unknown to the repository: {', '.join(children)}",
                 {"digests": children},
             )
@@ -120,14 +189,31 @@ class ManifestStore:
     async def resolve(self, name: str, reference: str) -> Digest:
         if not is_tag(reference):
             return Digest.parse(reference)
-        check_tag(reference)
-        key = paths.tag(name, reference)
+        digest = await self.tag_digest(name, check_tag(reference))
+        if digest is None:
+            raise ManifestUnknown(f"manifest tagged {reference!r} not found",
+                                  {"tag": reference})
+        return digest
+
+    async def tag_digest(self, name: str, tag: str) -> Digest | None:
+        """The digest `tag` points at, or None."""
+        key = paths.tag(name, tag)
         try:
             record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
         except KeyNotFound:
-            raise ManifestUnknown(f"manifest tagged {reference!r} not found",
-                                  {"tag": reference}) from None
-        return Digest.parse(str(record["digest"]))
+            return None
+        try:
+            return Digest.parse(str(record["digest"]))
+        except (KeyError, DigestInvalid):
+            raise StorageUnavailable(f"corrupt record at {key}") from None
+
+    async def revision_record(self, name: str, digest: Digest) -> dict[str, Any] | None:
+        """The revision record (media type, size, pushedAt, imageSize, ...), or None."""
+        key = paths.revision(name, digest)
+        try:
+            return records.load(await self.driver.get(key, records.MAX_RECORD), key)
+        except KeyNotFound:
+            return None
 
     async def get(self, name: str, reference: str) -> StoredManifest:
         digest = await self.resolve(name, reference)
@@ -151,44 +237,126 @@ class ManifestStore:
     async def delete(self, name: str, reference: str) -> None:
         """Delete a tag, or a manifest by digest together with every tag pointing at it."""
         if is_tag(reference):
-            check_tag(reference)
-            key = paths.tag(name, reference)
-            if not await self.driver.exists(key):
-                raise ManifestUnknown(f"manifest tagged {reference!r} not found",
-                                      {"tag": reference})
-            await self.driver.delete(key)
+            await self.untag(name, check_tag(reference))
             return
         digest = Digest.parse(reference)
-        key = paths.revision(name, digest)
-        try:
-            record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
-        except KeyNotFound:
-            raise ManifestUnknown(f"manifest {digest} not found", {"digest": str(digest)}) \
-                from None
+        record = await self.revision_record(name, digest)
+        if record is None:
+            raise ManifestUnknown(f"manifest {digest} not found", {"digest": str(digest)})
         # Tags first, so that no tag ever points at a missing revision.
         for tag in await self.tags_of(name, digest):
             await self.driver.delete(paths.tag(name, tag))
+        await self.driver.delete_prefix(paths.tag_index(name, digest))
         if record.get("subject"):
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
-        await self.driver.delete(key)
+        await self.driver.delete(paths.pull_record(name, digest))
+        await self.driver.delete(paths.revision(name, digest))
+
+    async def untag(self, name: str, tag: str) -> Digest:
+        """Remove a tag (the manifest stays); the digest it pointed at."""
+        old = await self.tag_digest(name, tag)
+        if old is None:
+            raise ManifestUnknown(f"manifest tagged {tag!r} not found", {"tag": tag})
+        await self.driver.delete(paths.tag(name, tag))
+        await self.driver.delete(paths.tag_index_entry(name, old, tag))
+        return old
 
     async def tags_of(self, name: str, digest: Digest) -> list[str]:
-        """Every tag of the repository that points at `digest` (reads each tag record)."""
-        prefix = paths.tags(name)
+        """Every tag of the repository that points at `digest`: its index, checked against
+        the tag records."""
+        prefix = paths.tag_index(name, digest)
         found: list[str] = []
         last: str | None = None
         while True:
             keys = await self.driver.list(prefix, start_after=last, limit=MAX_TAGS_PAGE)
-            for key in keys:
-                try:
-                    record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
-                except KeyNotFound:
-                    continue
-                if record.get("digest") == str(digest):
-                    found.append(key[len(prefix):])
+            found += await self._verified(name, digest, [k[len(prefix):] for k in keys])
             if len(keys) < MAX_TAGS_PAGE:
                 return found
             last = keys[-1]
+
+    async def _verified(self, name: str, digest: Digest, tags: list[str]) -> list[str]:
+        """The tags among `tags` whose record still points at `digest`."""
+        pointed = await asyncio.gather(*(self.tag_digest(name, t) for t in tags))
+        return [t for t, d in zip(tags, pointed, strict=True) if d == digest]
+
+    async def images(self, name: str, after: str | None = None,
+                     batch: int = _LIST_BATCH) -> AsyncIterator[ImageEntry]:
+        """The repository's manifests in digest order, each with its (checked) tags, resuming
+        after the listing position `after` (an entry's `last_key`, or a key of its tags)."""
+        prefix = paths.revisions(name)
+        cursor = prefix + after if after else None
+        entry: ImageEntry | None = None
+        batch = max(2, min(batch, _LIST_BATCH))
+        while True:
+            keys = await self.driver.list(prefix, start_after=cursor, limit=batch)
+            done: list[ImageEntry] = []
+            for key in keys:
+                rest = key[len(prefix):]
+                head, index, tag = rest.partition(paths.TAG_INDEX)
+                try:
+                    digest = Digest.parse(head.replace("/", ":", 1))
+                except DigestInvalid:
+                    continue
+                if entry is not None and entry.digest != digest:
+                    done.append(entry)
+                    entry = None
+                if entry is None:
+                    entry = ImageEntry(digest, revision=not index)
+                if index:
+                    entry.tags.append(tag)
+                    entry.tag_keys.append(rest)
+                entry.last_key = rest
+            finished = len(keys) < batch
+            if finished and entry is not None:
+                done.append(entry)
+            for ready in await asyncio.gather(*(self._checked(name, e) for e in done)):
+                if ready is not None:
+                    yield ready
+            if finished:
+                return
+            cursor = keys[-1]
+            batch = _LIST_BATCH
+
+    async def _checked(self, name: str, entry: ImageEntry) -> ImageEntry | None:
+        valid = set(await self._verified(name, entry.digest, entry.tags))
+        keys = [k for t, k in zip(entry.tags, entry.tag_keys, strict=True) if t in valid]
+        entry.tags = [t for t in entry.tags if t in valid]
+        entry.tag_keys = keys
+        if not entry.revision and not entry.tags:
+            return None
+        return entry
+
+    # -- pulls ---------------------------------------------------------------------------------
+
+    async def record_pull(self, name: str, digest: Digest) -> None:
+        """Note that the manifest was pulled: at most one write per image and hour, however
+        many pulls (and replicas: a process that has not written lately reads first)."""
+        now = time.time()
+        remembered = self._pulls.get((name, digest))
+        if remembered is not None and now - remembered < PULL_RECORD_INTERVAL:
+            return
+        if remembered is None:
+            stored = await self.last_pull(name, digest)
+            if stored is not None and now - stored < PULL_RECORD_INTERVAL:
+                self._remember_pull(name, digest, stored)
+                return
+        await self.driver.put(paths.pull_record(name, digest), records.dump({"pulledAt": now}))
+        self._remember_pull(name, digest, now)
+
+    def _remember_pull(self, name: str, digest: Digest, when: float) -> None:
+        self._pulls[(name, digest)] = when
+        self._pulls.move_to_end((name, digest))
+        while len(self._pulls) > _PULLS_REMEMBERED:
+            self._pulls.popitem(last=False)
+
+    async def last_pull(self, name: str, digest: Digest) -> float | None:
+        key = paths.pull_record(name, digest)
+        try:
+            record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+        except KeyNotFound:
+            return None
+        value = record.get("pulledAt")
+        return float(value) if isinstance(value, int | float) else None
 
     async def referrers(self, name: str, subject: Digest,
                         artifact_type: str | None = None) -> list[dict[str, object]]:

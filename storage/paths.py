@@ -9,10 +9,13 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
         _layers/sha256/<hex>                   link: the repository may serve this blob
         _manifests/
           revisions/sha256/<hex>               link + record (media type, size, pushed at, subject)
+          revisions/sha256/<hex>+tags/<tag>    index: the tag pointed here when it was written
           tags/<tag>                           record: the digest the tag points at
+          pulls/sha256/<hex>                   when the manifest was last pulled (hourly at most)
           referrers/sha256/<subject-hex>/sha256/<hex>
                                                descriptor of a manifest whose subject is <subject>
         _policy                                the repository policy document
+        _lifecycle                             the lifecycle policy document
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
@@ -22,6 +25,8 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
       signing-keys/<kid>                       token signing key (encrypted private key)
     registry/
       policy                                   the registry policy document
+    templates/
+      <prefix>+template                        repository creation template (ROOT+template: all)
     uploads/
       <uuid>/info                              upload session record (repository, algorithm, start)
       <uuid>/data                              the bytes received so far
@@ -30,8 +35,12 @@ Repository name components never start with `_` (the name grammar forbids it), s
 `_manifests` cannot collide with a nested repository. Catalog markers end in `+repository`: `+`
 sorts before every character a name may contain (`-` is the lowest), so the key order of the
 markers is exactly the lexical order of the names, and one prefix listing with a start-after
-marker pages the catalog. Upload sessions are global (their record names the repository) so that
-stale sessions can be found and purged with one listing.
+marker pages the catalog. The same trick keeps a revision's tag index right behind the revision
+in a listing of `revisions/`: one listing pages the images of a repository with their tags. The
+tag record is the truth; an index entry counts only while the tag record still names its digest
+(a crash between the writes leaves a stale entry, never a missing one). Upload sessions are
+global (their record names the repository) so that stale sessions can be found and purged with
+one listing.
 """
 
 from __future__ import annotations
@@ -65,6 +74,22 @@ def revision(name: str, digest: Digest) -> str:
 
 def revisions(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_manifests/revisions/"
+
+
+TAG_INDEX = "+tags/"
+
+
+def tag_index(name: str, digest: Digest) -> str:
+    """Prefix of the tags indexed under a revision: sorts right after the revision's own key."""
+    return revision(name, digest) + TAG_INDEX
+
+
+def tag_index_entry(name: str, digest: Digest, tag_name: str) -> str:
+    return tag_index(name, digest) + tag_name
+
+
+def pull_record(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/pulls/{digest.algorithm}/{digest.hex}"
 
 
 def tags(name: str) -> str:
@@ -114,8 +139,28 @@ def repository_policy(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_policy"
 
 
+def lifecycle_policy(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_lifecycle"
+
+
 def registry_policy() -> str:
     return "registry/policy"
+
+
+TEMPLATES = "templates"
+TEMPLATE_SUFFIX = "+template"
+
+
+def templates() -> str:
+    return f"{TEMPLATES}/"
+
+
+def template(prefix: str) -> str:
+    return f"{TEMPLATES}/{prefix}{TEMPLATE_SUFFIX}"
+
+
+def prefix_from_template(key: str) -> str:
+    return key[len(TEMPLATES) + 1 : -len(TEMPLATE_SUFFIX)]
 
 
 def iam_records(kind: str) -> str:

@@ -1,20 +1,93 @@
-"""Repositories and the catalog: one marker key per repository."""
+"""Repositories and the catalog: one marker key per repository, holding its settings record.
+
+The settings record is ECR's repository shape, stored as the control plane writes it:
+`createdAt`, `imageTagMutability`, `imageTagMutabilityExclusionFilters`,
+`imageScanningConfiguration`, `encryptionConfiguration`, `tags`.
+"""
 
 from __future__ import annotations
 
+import re
 import time
+from functools import lru_cache
 from typing import Any
 
 from storage import paths, records
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound, NameUnknown
+from storage.templates import TemplateStore
 
 MAX_PAGE = 1000
+CREATE_ON_PUSH = "CREATE_ON_PUSH"
+
+
+@lru_cache(maxsize=1024)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def tag_is_immutable(record: dict[str, Any] | None, tag: str) -> bool:
+    """Whether an existing `tag` may not be moved, by the repository's mutability setting.
+
+    With `IMMUTABLE_WITH_EXCLUSION` the tags matching an exclusion filter stay mutable; with
+    `MUTABLE_WITH_EXCLUSION` exactly those are immutable. Filters are wildcards (`*`)."""
+    mode = (record or {}).get("imageTagMutability", "MUTABLE")
+    if mode == "IMMUTABLE":
+        return True
+    if mode not in ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION"):
+        return False
+    filters = (record or {}).get("imageTagMutabilityExclusionFilters") or []
+    excluded = any(_wildcard(str(f.get("filter", ""))).fullmatch(tag)
+                   for f in filters if isinstance(f, dict))
+    return excluded if mode == "MUTABLE_WITH_EXCLUSION" else not excluded
+
+
+def record_from_template(template: dict[str, Any]) -> dict[str, Any]:
+    """A new repository's settings record from a creation template (or `{}`: the defaults)."""
+    record: dict[str, Any] = {
+        "createdAt": time.time(),
+        "imageTagMutability": template.get("imageTagMutability", "MUTABLE"),
+        "imageTagMutabilityExclusionFilters":
+            template.get("imageTagMutabilityExclusionFilters", []),
+        "imageScanningConfiguration": {"scanOnPush": False},
+        "encryptionConfiguration":
+            template.get("encryptionConfiguration", {"encryptionType": "AES256"}),
+        "tags": template.get("resourceTags", []),
+    }
+    return record
 
 
 class RepositoryStore:
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, templates: TemplateStore,
+                 create_on_push: bool = False) -> None:
         self.driver = driver
+        self.templates = templates
+        self.create_on_push = create_on_push  # as if a ROOT template allowed it
+
+    async def for_push(self, name: str) -> dict[str, Any]:
+        """The settings of the repository a push goes to, creating it when a creation template
+        (or the `create_on_push` setting) allows; else NameUnknown saying how to create it."""
+        record = await self.get(name)
+        if record is not None:
+            return record
+        found = await self.templates.match(name, CREATE_ON_PUSH)
+        if found is None and not self.create_on_push:
+            raise NameUnknown(
+                f"The repository with name '{name}' does not exist in the registry. Create it "
+                f"first (aws ecr create-repository --repository-name {name}), or allow "
+                "create-on-push with a repository creation template",
+                {"name": name})
+        template = found[1] if found else {}
+        record = record_from_template(template)
+        if await self.create(name, record):
+            policy = template.get("repositoryPolicy")
+            if isinstance(policy, str) and policy:
+                await self.driver.put(paths.repository_policy(name), policy.encode())
+            lifecycle = template.get("lifecyclePolicy")
+            if isinstance(lifecycle, str) and lifecycle:
+                await self.driver.put(paths.lifecycle_policy(name), lifecycle.encode())
+            return record
+        return await self.get(name) or record  # created meanwhile by someone else
 
     async def ensure(self, name: str) -> None:
         """Record the repository in the catalog (idempotent: a stat once it exists)."""
@@ -51,6 +124,7 @@ class RepositoryStore:
         for folder in ("_layers/", "_manifests/"):
             await self.driver.delete_prefix(f"{paths.repository(name)}/{folder}")
         await self.driver.delete(paths.repository_policy(name))
+        await self.driver.delete(paths.lifecycle_policy(name))
 
     async def exists(self, name: str) -> bool:
         return await self.driver.exists(paths.catalog_marker(name))

@@ -7,13 +7,15 @@ from storage.drivers.base import Driver
 from storage.iam import IamStore
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
+from storage.templates import TemplateStore
 from storage.uploads import UploadStore
 
 
 class Store:
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, create_on_push: bool = False) -> None:
         self.driver = driver
-        self.repositories = RepositoryStore(driver)
+        self.templates = TemplateStore(driver)
+        self.repositories = RepositoryStore(driver, self.templates, create_on_push)
         self.blobs = BlobStore(driver, self.repositories)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs)

@@ -70,7 +70,8 @@ def start_registry(
         args += ["--config", str(config)]
     args += extra_args or []
     log_path = data_dir.parent / f"registry-{port}.log"
-    full_env = {**os.environ, **(env or {})}
+    # Most tests push to fresh repositories; ECR's create-before-push rule is tested on its own.
+    full_env = {**os.environ, "REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "true", **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     url = f"http://127.0.0.1:{port}"

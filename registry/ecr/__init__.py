@@ -5,6 +5,7 @@ The contract is botocore's ECR service model: operation names, shapes and error 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,6 @@ log = logging.getLogger("registry")
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY = 1024 * 1024
-GLOBAL_OPERATIONS = frozenset({"GetAuthorizationToken"})  # authorised on resource "*"
 
 
 @dataclass
@@ -55,15 +55,65 @@ class Context:
 Operation = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def operations() -> dict[str, Operation]:
-    from registry.ecr import auth_token, repositories
+# Operation name -> "module:function" under registry.ecr, imported when first called.
+OPERATIONS: dict[str, str] = {
+    "GetAuthorizationToken": "auth_token:get_authorization_token",
+    # repositories
+    "CreateRepository": "repositories:create_repository",
+    "DescribeRepositories": "repositories:describe_repositories",
+    "DeleteRepository": "repositories:delete_repository",
+    "PutImageTagMutability": "repositories:put_image_tag_mutability",
+    "PutImageScanningConfiguration": "repositories:put_image_scanning_configuration",
+    "DescribeRegistry": "repositories:describe_registry",
+    "TagResource": "resource_tags:tag_resource",
+    "UntagResource": "resource_tags:untag_resource",
+    "ListTagsForResource": "resource_tags:list_tags_for_resource",
+    # images
+    "ListImages": "images:list_images",
+    "DescribeImages": "images:describe_images",
+    "BatchGetImage": "images:batch_get_image",
+    "BatchDeleteImage": "images:batch_delete_image",
+    "PutImage": "images:put_image",
+    "ListImageReferrers": "images:list_image_referrers",
+    # layers
+    "BatchCheckLayerAvailability": "layers:batch_check_layer_availability",
+    "InitiateLayerUpload": "layers:initiate_layer_upload",
+    "UploadLayerPart": "layers:upload_layer_part",
+    "CompleteLayerUpload": "layers:complete_layer_upload",
+    "GetDownloadUrlForLayer": "layers:get_download_url_for_layer",
+    # policies
+    "SetRepositoryPolicy": "policies:set_repository_policy",
+    "GetRepositoryPolicy": "policies:get_repository_policy",
+    "DeleteRepositoryPolicy": "policies:delete_repository_policy",
+    "PutRegistryPolicy": "policies:put_registry_policy",
+    "GetRegistryPolicy": "policies:get_registry_policy",
+    "DeleteRegistryPolicy": "policies:delete_registry_policy",
+    # repository creation templates
+    "CreateRepositoryCreationTemplate": "templates:create_repository_creation_template",
+    "DescribeRepositoryCreationTemplates": "templates:describe_repository_creation_templates",
+    "UpdateRepositoryCreationTemplate": "templates:update_repository_creation_template",
+    "DeleteRepositoryCreationTemplate": "templates:delete_repository_creation_template",
+}
+# Authorised on resource "*" rather than on a repository ARN.
+GLOBAL_OPERATIONS = frozenset({
+    "GetAuthorizationToken", "DescribeRegistry", "PutRegistryPolicy", "GetRegistryPolicy",
+    "DeleteRegistryPolicy", "CreateRepositoryCreationTemplate",
+    "DescribeRepositoryCreationTemplates", "UpdateRepositoryCreationTemplate",
+    "DeleteRepositoryCreationTemplate",
+})
 
-    return {
-        "GetAuthorizationToken": auth_token.get_authorization_token,
-        "CreateRepository": repositories.create_repository,
-        "DescribeRepositories": repositories.describe_repositories,
-        "DeleteRepository": repositories.delete_repository,
-    }
+
+def operation(name: str) -> Operation | None:
+    target = OPERATIONS.get(name)
+    if target is None:
+        return None
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(f"registry.ecr.{module_name}")
+    except ModuleNotFoundError:
+        return None
+    found: Operation | None = getattr(module, function, None)
+    return found
 
 
 async def handle(request: Request) -> Response:
@@ -72,8 +122,8 @@ async def handle(request: Request) -> Response:
         if not target.startswith(TARGET_PREFIX):
             raise errors.EcrError("UnknownOperationException", "unknown operation")
         name = target[len(TARGET_PREFIX):]
-        operation = operations().get(name)
-        if operation is None:
+        run = operation(name)
+        if run is None:
             raise errors.EcrError("UnknownOperationException", f"unknown operation {name[:64]}")
         body = await read_bounded(request, MAX_BODY, SizeInvalid("request body too large"))
         caller = await _authenticate(request, body, name)
@@ -87,7 +137,7 @@ async def handle(request: Request) -> Response:
         settings: Settings = request.app.state.settings
         context = Context(request, request.app.state.store, settings, caller)
         await _authorize(context, name, params)
-        result = await operation(context, params)
+        result = await run(context, params)
         return Response(json.dumps(result).encode(),
                         media_type=CONTENT_TYPE)
     except errors.EcrError as exc:
@@ -131,6 +181,9 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
     if auth is None:
         return
     name = params.get("repositoryName")
+    arn = params.get("resourceArn")
+    if name is None and isinstance(arn, str) and ":repository/" in arn:
+        name = arn.split(":repository/", 1)[1]
     if isinstance(name, str):
         check_name(name)
     if operation in GLOBAL_OPERATIONS:

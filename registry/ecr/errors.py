@@ -28,11 +28,14 @@ def repository_not_found(name: str, account: str) -> EcrError:
 # Domain exceptions that can reach the control plane, by class (most specific first).
 ECR_ERRORS: dict[type[Exception], tuple[str, int]] = {
     e.NameInvalid: ("InvalidParameterException", 400),
+    e.TagImmutable: ("ImageTagAlreadyExistsException", 400),
     e.TagInvalid: ("InvalidParameterException", 400),
     e.DigestInvalid: ("InvalidParameterException", 400),
     e.NameUnknown: ("RepositoryNotFoundException", 400),
     e.ManifestUnknown: ("ImageNotFoundException", 400),
     e.BlobUnknown: ("LayersNotFoundException", 400),
+    e.ManifestChildUnknown: ("ReferencedImagesNotFoundException", 400),
+    e.ManifestBlobUnknown: ("LayersNotFoundException", 400),
     e.ManifestInvalid: ("InvalidParameterException", 400),
     e.StorageUnavailable: ("ServerException", 500),
 }

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.actions import DELETE, PULL, PUSH
 from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
+from storage.content.digest import Digest
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
-from storage.errors import ManifestTooLarge, TagInvalid
+from storage.errors import ManifestTooLarge, RegistryError, TagInvalid
 
+log = logging.getLogger("registry")
 MAX_TAGS_PER_PUT = 100
 
 
@@ -23,8 +27,9 @@ async def put_manifest(request: Request) -> Response:
     tags = request.query_params.getlist("tag") if not is_tag(reference) else []
     if len(tags) > MAX_TAGS_PER_PUT:
         raise TagInvalid(f"at most {MAX_TAGS_PER_PUT} tag parameters per request")
+    settings = await store(request).repositories.for_push(name)
     manifest = await store(request).manifests.put(
-        name, reference, raw, request.headers.get("content-type"), tags
+        name, reference, raw, request.headers.get("content-type"), tags, settings
     )
     headers = {
         "Location": url_path(request, "manifest", name=name, reference=str(manifest.digest)),
@@ -47,8 +52,19 @@ async def get_manifest(request: Request) -> Response:
         "Content-Type": stored.media_type,
         "Content-Length": str(stored.size),
     }
-    body = b"" if request.method == "HEAD" else stored.raw
+    body = b""
+    if request.method != "HEAD":
+        body = stored.raw
+        await note_pull(request, name, stored.digest)
     return Response(body, headers=headers)
+
+
+async def note_pull(request: Request, name: str, digest: Digest) -> None:
+    """ECR's lastRecordedPullTime; a pull never fails because the note could not be written."""
+    try:
+        await store(request).manifests.record_pull(name, digest)
+    except RegistryError as exc:
+        log.warning("could not record a pull of %s@%s: %s", name, digest, exc)
 
 
 async def delete_manifest(request: Request) -> Response:

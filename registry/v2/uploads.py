@@ -20,6 +20,7 @@ _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 async def start_upload(request: Request) -> Response:
     name = await repository(request, PUSH)
+    await store(request).repositories.for_push(name)
     uploads = store(request).uploads
     digest_param = request.query_params.get("digest")
     algorithm = request.query_params.get("digest-algorithm", "sha256")

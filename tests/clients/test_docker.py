@@ -137,7 +137,7 @@ def push_index(skopeo_copy: SkopeoCopy, tmp_path: Path, registry: LiveRegistry, 
     return index, digest
 
 
-# --------------------------------------------------------------------------- 1. pull what skopeo pushed
+# ------------------------------------------------------------------ 1. pull what skopeo pushed
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gzip", "uncompressed"])

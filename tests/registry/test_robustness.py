@@ -294,8 +294,8 @@ def restart(server: LiveRegistry, env: dict[str, str]) -> subprocess.Popen[bytes
     args = server.process.args
     server.stop()
     with open(server.log_path, "ab") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **env})
+        full_env = {**os.environ, "REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "true", **env}
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
