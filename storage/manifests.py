@@ -8,6 +8,7 @@ byte for byte as pushed, with the media type it was pushed with.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -27,6 +28,7 @@ from storage.errors import (
     ManifestChildUnknown,
     ManifestUnknown,
     NameUnknown,
+    RegistryError,
     StorageUnavailable,
     TagImmutable,
 )
@@ -34,6 +36,7 @@ from storage.repositories import RepositoryStore, tag_is_immutable
 
 MAX_TAGS_PAGE = 1000
 MAX_REFERRERS = 10000
+log = logging.getLogger("registry")
 _CACHE_BYTES = 32 * 1024 * 1024
 PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
 _PULLS_REMEMBERED = 65536
@@ -327,6 +330,14 @@ class ManifestStore:
         return entry
 
     # -- pulls ---------------------------------------------------------------------------------
+
+    async def note_pull(self, name: str, digest: Digest) -> None:
+        """record_pull for a pull in progress: a pull never fails because the note could not
+        be written."""
+        try:
+            await self.record_pull(name, digest)
+        except RegistryError as exc:
+            log.warning("could not record a pull of %s@%s: %s", name, digest, exc)
 
     async def record_pull(self, name: str, digest: Digest) -> None:
         """Note that the manifest was pulled: at most one write per image and hour, however

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.actions import DELETE, PULL, PUSH
 from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
-from storage.content.digest import Digest
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
-from storage.errors import ManifestTooLarge, RegistryError, TagInvalid
+from storage.errors import ManifestTooLarge, TagInvalid
 
-log = logging.getLogger("registry")
 MAX_TAGS_PER_PUT = 100
 
 
@@ -55,16 +51,8 @@ async def get_manifest(request: Request) -> Response:
     body = b""
     if request.method != "HEAD":
         body = stored.raw
-        await note_pull(request, name, stored.digest)
+        await store(request).manifests.note_pull(name, stored.digest)
     return Response(body, headers=headers)
-
-
-async def note_pull(request: Request, name: str, digest: Digest) -> None:
-    """ECR's lastRecordedPullTime; a pull never fails because the note could not be written."""
-    try:
-        await store(request).manifests.record_pull(name, digest)
-    except RegistryError as exc:
-        log.warning("could not record a pull of %s@%s: %s", name, digest, exc)
 
 
 async def delete_manifest(request: Request) -> Response:
