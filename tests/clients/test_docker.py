@@ -376,3 +376,32 @@ def test_push_to_second_repository_mounts_layers(docker: DockerDaemon,
     assert digest == first_digest, pulled.describe()
     assert_layers_downloaded(pulled, layer_count)
     assert docker.inspect_image(second)["Id"] == image_id
+
+
+def test_push_moving_an_immutable_tag_is_refused(docker: DockerDaemon,
+                                                 registry_server: LiveRegistry,
+                                                 docker_refs: list[str], repo: str,
+                                                 tmp_path: Path) -> None:
+    """With ECR's IMMUTABLE setting, `docker push` of another image to an existing tag fails
+    with TAG_INVALID and ECR's message; the tag keeps its image."""
+    import boto3
+
+    ecr = boto3.client("ecr", endpoint_url=registry_server.url, region_name="us-east-1",
+                       aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key="secret")
+    ecr.create_repository(repositoryName=repo, imageTagMutability="IMMUTABLE")
+    remote = f"{registry_server.host}/{repo}:v1"
+    docker_refs.append(remote)
+    for sub in ("first", "second"):
+        (tmp_path / sub).mkdir()
+    make_local_image(docker, tmp_path / "first", "load", remote, (2000, 3000))
+    first_digest, _ = push(docker, remote)
+
+    make_local_image(docker, tmp_path / "second", "load", remote, (4000,))
+    refused = docker.run("push", remote, check=False)
+    assert refused.returncode != 0, refused.describe()
+    assert "tag invalid" in refused.output, refused.describe()
+    assert (f"The image tag 'v1' already exists in the '{repo}' repository and cannot be "
+            "overwritten because the repository is immutable.") in refused.output, \
+        refused.describe()
+    served = registry_manifest(registry_server, repo, "v1")
+    assert served.headers["docker-content-digest"] == first_digest
