@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from auth.actions import PULL, challenge_scope
+from auth.actions import PULL, challenge_scope, repository_arn
 from auth.authorizer import Authorizer, DirectoryLike, Identity
 from auth.errors import AccessDenied, Unauthenticated
 from auth.keys import KeyRing
@@ -134,6 +134,21 @@ async def require(request: Request, name: str, action: str) -> None:
         raise Unauthenticated("requested access to the resource is denied", scope=scope,
                               error="insufficient_scope")
     raise Unauthenticated("authentication required", scope=scope)
+
+
+async def require_create(request: Request, name: str) -> None:
+    """A push that creates its repository (a creation template's CREATE_ON_PUSH) needs
+    `ecr:CreateRepository` on it, as in ECR."""
+    auth = services(request)
+    ident = await identity(request)
+    if auth is None or ident is None:
+        return
+    settings: Settings = request.app.state.settings
+    caller = await auth.authorizer.caller_of(ident)
+    arn = repository_arn(settings.auth.region, settings.auth.account_id, name)
+    if not await auth.authorizer.allows(caller, ["ecr:CreateRepository"], arn, name,
+                                        client_address(request)):
+        raise AccessDenied(f"creating repository {name} on push needs ecr:CreateRepository")
 
 
 async def may_pull(request: Request, name: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
@@ -64,9 +65,11 @@ class RepositoryStore:
         self.templates = templates
         self.create_on_push = create_on_push  # as if a ROOT template allowed it
 
-    async def for_push(self, name: str) -> dict[str, Any]:
+    async def for_push(self, name: str,
+                       may_create: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
         """The settings of the repository a push goes to, creating it when a creation template
-        (or the `create_on_push` setting) allows; else NameUnknown saying how to create it."""
+        (or the `create_on_push` setting) allows; else NameUnknown saying how to create it.
+        `may_create` raises when the caller may not create repositories."""
         record = await self.get(name)
         if record is not None:
             return record
@@ -77,6 +80,8 @@ class RepositoryStore:
                 f"first (aws ecr create-repository --repository-name {name}), or allow "
                 "create-on-push with a repository creation template",
                 {"name": name})
+        if may_create is not None:
+            await may_create()
         template = found[1] if found else {}
         record = record_from_template(template)
         if await self.create(name, record):

@@ -51,6 +51,23 @@ class Context:
     def repository_arn(self, name: str) -> str:
         return repository_arn(self.settings.auth.region, self.account, name)
 
+    async def for_push(self, name: str) -> dict[str, Any]:
+        """The settings of the repository an image or layer goes to; creates it when a
+        creation template allows create-on-push and the caller may create repositories."""
+        return await self.store.repositories.for_push(name, lambda: self._may_create(name))
+
+    async def _may_create(self, name: str) -> None:
+        auth = services(self.request)
+        if auth is None:
+            return
+        resource = self.repository_arn(name)
+        if not await auth.authorizer.allows(self.caller, ["ecr:CreateRepository"], resource,
+                                            name, client_address(self.request)):
+            raise errors.EcrError(
+                "AccessDeniedException",
+                f"User: {self.caller.arn} is not authorized to perform: ecr:CreateRepository on "
+                f"resource: {resource} (needed to create the repository on push)")
+
 
 Operation = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -176,28 +193,41 @@ async def _authenticate(request: Request, body: bytes, operation: str) -> Caller
 
 
 async def _authorize(context: Context, operation: str, params: dict[str, Any]) -> None:
-    """The same IAM evaluation as the data plane, for `ecr:<Operation>` on the repository."""
+    """The same IAM evaluation as the data plane, for `ecr:<Operation>` on each repository the
+    request names (`repositoryName`, `repositoryNames`, a repository `resourceArn`), else on
+    `repository/*`; registry-wide operations on `*`."""
     auth = services(context.request)
     if auth is None:
         return
-    name = params.get("repositoryName")
-    arn = params.get("resourceArn")
-    if name is None and isinstance(arn, str) and ":repository/" in arn:
-        name = arn.split(":repository/", 1)[1]
-    if isinstance(name, str):
-        check_name(name)
+    names: list[str | None] = []
+    targets: list[tuple[str, str | None]]
     if operation in GLOBAL_OPERATIONS:
-        resource = "*"
+        targets = [("*", None)]
     else:
-        resource = context.repository_arn(name if isinstance(name, str) else "*")
+        name = params.get("repositoryName")
+        arn = params.get("resourceArn")
+        if name is None and isinstance(arn, str) and ":repository/" in arn:
+            name = arn.split(":repository/", 1)[1]
+        listed = params.get("repositoryNames")
+        if isinstance(name, str):
+            names = [name]
+        elif isinstance(listed, list) and listed and all(isinstance(n, str) for n in listed):
+            names = list(listed[:100])
+        else:
+            names = [None]
+        for each in names:
+            if each is not None:
+                check_name(each)
+        targets = [(context.repository_arn(n if n is not None else "*"), n) for n in names]
     caller = context.caller
-    if not await auth.authorizer.allows(caller, [f"ecr:{operation}"], resource,
-                                        name if isinstance(name, str) else None,
-                                        client_address(context.request)):
-        raise errors.EcrError(
-            "AccessDeniedException",
-            f"User: {caller.arn} is not authorized to perform: ecr:{operation} on resource: "
-            f"{resource}", 400)
+    address = client_address(context.request)
+    for resource, repository in targets:
+        if not await auth.authorizer.allows(caller, [f"ecr:{operation}"], resource, repository,
+                                            address):
+            raise errors.EcrError(
+                "AccessDeniedException",
+                f"User: {caller.arn} is not authorized to perform: ecr:{operation} on "
+                f"resource: {resource}", 400)
 
 
 def _error(type_: str, message: str, status: int) -> Response:

@@ -311,7 +311,7 @@ async def put_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
             "ImageDigestDoesNotMatchException",
             f"Invalid parameter at 'imageDigest': the manifest's digest is {actual}, not "
             f"{given}")
-    settings = await context.store.repositories.for_push(name)
+    settings = await context.for_push(name)
     manifests = context.store.manifests
     exists = await manifests.revision_record(name, actual) is not None
     if exists and (tag is None or await manifests.tag_digest(name, tag) == actual):

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.actions import DELETE, PULL, PUSH
+from registry.auth import require_create
 from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
@@ -23,7 +24,8 @@ async def put_manifest(request: Request) -> Response:
     tags = request.query_params.getlist("tag") if not is_tag(reference) else []
     if len(tags) > MAX_TAGS_PER_PUT:
         raise TagInvalid(f"at most {MAX_TAGS_PER_PUT} tag parameters per request")
-    settings = await store(request).repositories.for_push(name)
+    settings = await store(request).repositories.for_push(
+        name, lambda: require_create(request, name))
     manifest = await store(request).manifests.put(
         name, reference, raw, request.headers.get("content-type"), tags, settings
     )

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auth.actions import PUSH
-from registry.auth import may_pull, services
+from registry.auth import may_pull, require_create, services
 from registry.v2.common import content_length, has_body, repository, store, url_path
 from storage.content.digest import ALGORITHMS, Digest
 from storage.content.names import check_name
@@ -20,7 +20,7 @@ _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 async def start_upload(request: Request) -> Response:
     name = await repository(request, PUSH)
-    await store(request).repositories.for_push(name)
+    await store(request).repositories.for_push(name, lambda: require_create(request, name))
     uploads = store(request).uploads
     digest_param = request.query_params.get("digest")
     algorithm = request.query_params.get("digest-algorithm", "sha256")
