@@ -30,6 +30,8 @@ log = logging.getLogger("registry")
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY = 1024 * 1024
+# UploadLayerPart carries a part of up to partSize (10 MiB) base64'd in JSON.
+BODY_LIMITS = {"UploadLayerPart": 15 * 1024 * 1024}
 
 
 @dataclass
@@ -105,6 +107,12 @@ OPERATIONS: dict[str, str] = {
     "PutRegistryPolicy": "policies:put_registry_policy",
     "GetRegistryPolicy": "policies:get_registry_policy",
     "DeleteRegistryPolicy": "policies:delete_registry_policy",
+    # lifecycle
+    "PutLifecyclePolicy": "lifecycle:put_lifecycle_policy",
+    "GetLifecyclePolicy": "lifecycle:get_lifecycle_policy",
+    "DeleteLifecyclePolicy": "lifecycle:delete_lifecycle_policy",
+    "StartLifecyclePolicyPreview": "lifecycle:start_lifecycle_policy_preview",
+    "GetLifecyclePolicyPreview": "lifecycle:get_lifecycle_policy_preview",
     # repository creation templates
     "CreateRepositoryCreationTemplate": "templates:create_repository_creation_template",
     "DescribeRepositoryCreationTemplates": "templates:describe_repository_creation_templates",
@@ -142,7 +150,9 @@ async def handle(request: Request) -> Response:
         run = operation(name)
         if run is None:
             raise errors.EcrError("UnknownOperationException", f"unknown operation {name[:64]}")
-        body = await read_bounded(request, MAX_BODY, SizeInvalid("request body too large"))
+        limit = BODY_LIMITS.get(name, MAX_BODY)
+        body = await read_bounded(request, limit,
+                                  SizeInvalid(f"request body larger than {limit} bytes"))
         caller = await _authenticate(request, body, name)
         try:
             params = json.loads(body or b"{}")
@@ -158,7 +168,7 @@ async def handle(request: Request) -> Response:
         return Response(json.dumps(result).encode(),
                         media_type=CONTENT_TYPE)
     except errors.EcrError as exc:
-        return _error(exc.type, exc.message, exc.status)
+        return _error(exc.type, exc.message, exc.status, exc.fields)
     except RegistryError as exc:
         type_, status = errors.lookup(exc)
         return _error(type_, exc.message, status)
@@ -230,8 +240,9 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
                 f"resource: {resource}", 400)
 
 
-def _error(type_: str, message: str, status: int) -> Response:
-    body = json.dumps({"__type": type_, "message": message}).encode()
+def _error(type_: str, message: str, status: int,
+           fields: dict[str, Any] | None = None) -> Response:
+    body = json.dumps({**(fields or {}), "__type": type_, "message": message}).encode()
     return Response(body, status_code=status, media_type=CONTENT_TYPE,
                     headers={"x-amzn-ErrorType": type_})
 

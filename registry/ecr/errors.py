@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage import errors as e
+from storage import lifecycle
 
 
 class EcrError(Exception):
     """An error with ECR's own name; `type` is the `__type` botocore turns into its class."""
 
-    def __init__(self, type_: str, message: str, status: int = 400) -> None:
+    def __init__(self, type_: str, message: str, status: int = 400,
+                 fields: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.type = type_
         self.message = message
         self.status = status
+        self.fields = fields or {}  # extra members of the error shape (botocore exposes them)
 
 
 def invalid(message: str) -> EcrError:
@@ -28,12 +33,16 @@ def repository_not_found(name: str, account: str) -> EcrError:
 # Domain exceptions that can reach the control plane, by class (most specific first).
 ECR_ERRORS: dict[type[Exception], tuple[str, int]] = {
     e.NameInvalid: ("InvalidParameterException", 400),
+    e.SizeInvalid: ("LimitExceededException", 400),
+    lifecycle.LifecyclePolicyInvalid: ("InvalidParameterException", 400),
+    lifecycle.LifecyclePolicyNotFound: ("LifecyclePolicyNotFoundException", 400),
     e.TagImmutable: ("ImageTagAlreadyExistsException", 400),
     e.TagInvalid: ("InvalidParameterException", 400),
     e.DigestInvalid: ("InvalidParameterException", 400),
     e.NameUnknown: ("RepositoryNotFoundException", 400),
     e.ManifestUnknown: ("ImageNotFoundException", 400),
     e.BlobUnknown: ("LayersNotFoundException", 400),
+    e.BlobUploadUnknown: ("UploadNotFoundException", 400),
     e.ManifestChildUnknown: ("ReferencedImagesNotFoundException", 400),
     e.ManifestBlobUnknown: ("LayersNotFoundException", 400),
     e.ManifestInvalid: ("InvalidParameterException", 400),

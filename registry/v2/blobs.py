@@ -6,14 +6,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from auth.actions import DELETE, PULL
-from registry.v2.common import repository, require_deletes, store
+from registry import signed_urls
+from registry.settings import Settings
+from registry.v2.common import repository, require_deletes, store, url_path
 from storage.blobs import parse_range
 from storage.content.digest import Digest
+from storage.content.names import check_name
 
 
 async def get_blob(request: Request) -> Response:
-    name = await repository(request, PULL)
-    digest = Digest.parse(request.path_params["digest"])
+    name, digest = await _readable(request)
     blobs = store(request).blobs
     info = await blobs.stat(name, digest)
     headers = {
@@ -37,6 +39,22 @@ async def get_blob(request: Request) -> Response:
     headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{info.size}"
     return StreamingResponse(blobs.read(digest, byte_range), status_code=206, headers=headers,
                              media_type="application/octet-stream")
+
+
+async def _readable(request: Request) -> tuple[str, Digest]:
+    """The repository and digest once the caller may read them: by credentials, or (auth on)
+    by a signed URL from GetDownloadUrlForLayer for exactly this path, which replaces them."""
+    settings: Settings = request.app.state.settings
+    signer = signed_urls.signer(settings.auth) if signed_urls.is_signed(request.query_params) \
+        else None
+    if signer is None:
+        name = await repository(request, PULL)
+        return name, Digest.parse(request.path_params["digest"])
+    name = check_name(request.path_params["name"])
+    digest = Digest.parse(request.path_params["digest"])
+    path = url_path(request, "blob", name=name, digest=str(digest))
+    signer.verify(request.method, path, request.query_params)
+    return name, digest
 
 
 async def delete_blob(request: Request) -> Response:
