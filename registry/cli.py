@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import iam
+from registry.commands import iam, lifecycle
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-anonymous", action="store_true", default=None,
                        help="serve without authentication on a non-loopback address")
     iam.add_parsers(commands, _common)
+    lifecycle.add_parsers(commands, _common)
     return parser
 
 
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if hasattr(args, "store_handler"):
+        return lifecycle.run(settings, args)
     if hasattr(args, "handler"):
         return iam.run(settings, args)
     return 2

@@ -16,6 +16,9 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
                                                descriptor of a manifest whose subject is <subject>
         _policy                                the repository policy document
         _lifecycle                             the lifecycle policy document
+        _lifecycle-state                       when the policy last ran, and what it expired
+        _lifecycle-preview                     the last preview's results
+        _inuse/sha256/<hex>                    the image is in use: lifecycle never expires it
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
@@ -141,6 +144,22 @@ def repository_policy(name: str) -> str:
 
 def lifecycle_policy(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_lifecycle"
+
+
+def lifecycle_state(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_lifecycle-state"
+
+
+def lifecycle_preview(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_lifecycle-preview"
+
+
+def in_use_marks(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_inuse/"
+
+
+def in_use_mark(name: str, digest: Digest) -> str:
+    return f"{in_use_marks(name)}{digest.algorithm}/{digest.hex}"
 
 
 def registry_policy() -> str:

@@ -129,7 +129,10 @@ class RepositoryStore:
         for folder in ("_layers/", "_manifests/"):
             await self.driver.delete_prefix(f"{paths.repository(name)}/{folder}")
         await self.driver.delete(paths.repository_policy(name))
-        await self.driver.delete(paths.lifecycle_policy(name))
+        for key in (paths.lifecycle_policy(name), paths.lifecycle_state(name),
+                    paths.lifecycle_preview(name)):
+            await self.driver.delete(key)
+        await self.driver.delete_prefix(paths.in_use_marks(name))
 
     async def exists(self, name: str) -> bool:
         return await self.driver.exists(paths.catalog_marker(name))

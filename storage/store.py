@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage.blobs import BlobStore
 from storage.drivers.base import Driver
 from storage.iam import IamStore
+from storage.lifecycle import LifecycleStore
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
 from storage.templates import TemplateStore
@@ -19,6 +20,7 @@ class Store:
         self.blobs = BlobStore(driver, self.repositories)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs)
+        self.lifecycle = LifecycleStore(driver, self.manifests)
         self.iam = IamStore(driver)
 
     async def close(self) -> None:

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from registry.settings import Settings, load_settings
 from tests.s3server import MotoServer, start_moto
 
 
@@ -34,6 +35,15 @@ class LiveRegistry:
     process: subprocess.Popen[bytes]
     log_path: Path
     backend: str = "filesystem"
+    env: dict[str, str] = field(default_factory=dict)  # what it runs with on top of os.environ
+
+    def settings(self) -> Settings:
+        """The server's settings, for tests that reach its storage directly."""
+        overrides = {"storage.filesystem.root": str(self.data_dir)}
+        if "AWS_ACCESS_KEY_ID" in self.env:
+            overrides["storage.s3.access_key_id"] = self.env["AWS_ACCESS_KEY_ID"]
+            overrides["storage.s3.secret_access_key"] = self.env["AWS_SECRET_ACCESS_KEY"]
+        return load_settings(environ={**os.environ, **self.env}, overrides=overrides)
 
     @property
     def host(self) -> str:
@@ -75,7 +85,8 @@ def start_registry(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     url = f"http://127.0.0.1:{port}"
-    live = LiveRegistry(url=url, port=port, data_dir=data_dir, process=proc, log_path=log_path)
+    live = LiveRegistry(url=url, port=port, data_dir=data_dir, process=proc, log_path=log_path,
+                        env={k: v for k, v in full_env.items() if os.environ.get(k) != v})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -50,6 +50,6 @@ def translate(exc: Exception, key: str) -> Exception:
             return KeyBusy(key)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return StorageUnavailable(f"storage backend error {code or status} on {key}")
-    if isinstance(exc, _TRANSIENT | BotoCoreError):
+    if isinstance(exc, (*_TRANSIENT, BotoCoreError)):
         return StorageUnavailable(f"storage backend unreachable ({type(exc).__name__})")
     return exc
