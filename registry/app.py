@@ -14,6 +14,7 @@ from starlette.routing import Route
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
+from registry.schedule import scheduled_jobs
 from registry.settings import Settings
 from registry.v2 import routes as v2_routes
 from storage.drivers import load_driver
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.auth = await build_auth(settings, store)
-        async with key_refresher(app.state.auth):
+        async with key_refresher(app.state.auth), scheduled_jobs(settings, store):
             yield
         await store.close()
 

@@ -96,11 +96,19 @@ class RepositoriesSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    # Seconds between runs of every repository's lifecycle policy (one replica runs them,
+    # holding a lease in storage); 0 turns the schedule off (`registry lifecycle run` remains).
+    interval: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     repositories: RepositoriesSettings = field(default_factory=RepositoriesSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
 
 def load_settings(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from storage.content.manifest import parse_manifest
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound, ManifestInvalid, ManifestUnknown, RegistryError
 from storage.manifests import ManifestStore
+from storage.repositories import RepositoryStore
+
+log = logging.getLogger("registry")
 
 DAY = 86400.0
 MAX_PRIORITY = 1000
@@ -351,6 +355,26 @@ class LifecycleStore:
             "lastEvaluatedAt": time.time(), "expired": expired[:1000],
             "expiredCount": len(expired)}))
         return result
+
+
+async def run_all(store_repositories: RepositoryStore, lifecycle: LifecycleStore) -> dict[str, int]:
+    """Run every repository's lifecycle policy; how many images each run expired."""
+    expired: dict[str, int] = {}
+    last: str | None = None
+    while True:
+        names, more = await store_repositories.list(last, 1000)
+        for name in names:
+            if await lifecycle.policy(name) is None:
+                continue
+            try:
+                result = await lifecycle.run(name)
+            except LifecyclePolicyInvalid as exc:  # stored before a rule change: skip it
+                log.warning("lifecycle policy of %s is invalid: %s", name, exc)
+                continue
+            expired[name] = len(result.expiring)
+        if not more or not names:
+            return expired
+        last = names[-1]
 
 
 class LifecyclePolicyNotFound(RegistryError):

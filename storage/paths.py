@@ -28,6 +28,8 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
       signing-keys/<kid>                       token signing key (encrypted private key)
     registry/
       policy                                   the registry policy document
+    leases/
+      <job>                                    which replica runs a periodic job, and until when
     templates/
       <prefix>+template                        repository creation template (ROOT+template: all)
     uploads/
@@ -164,6 +166,10 @@ def in_use_mark(name: str, digest: Digest) -> str:
 
 def registry_policy() -> str:
     return "registry/policy"
+
+
+def lease(job: str) -> str:
+    return f"leases/{job}"
 
 
 TEMPLATES = "templates"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage.blobs import BlobStore
 from storage.drivers.base import Driver
 from storage.iam import IamStore
+from storage.leases import Leases
 from storage.lifecycle import LifecycleStore
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
@@ -22,6 +23,7 @@ class Store:
         self.manifests = ManifestStore(driver, self.repositories, self.blobs)
         self.lifecycle = LifecycleStore(driver, self.manifests)
         self.iam = IamStore(driver)
+        self.leases = Leases(driver)
 
     async def close(self) -> None:
         await self.driver.close()

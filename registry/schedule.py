@@ -1,0 +1,51 @@
+"""Periodic jobs of a running server: every replica runs the loop, the storage lease decides
+which one does the work each period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from registry.settings import Settings
+from storage.lifecycle import run_all
+from storage.store import Store
+
+log = logging.getLogger("registry")
+
+
+async def _periodic(store: Store, job: str, interval: float,
+                    work: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await store.leases.acquire(job, interval * 0.9):
+                await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic %s failed; it runs again in %ss", job, interval)
+
+
+@contextlib.asynccontextmanager
+async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None]:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def lifecycle() -> None:
+        expired = await run_all(store.repositories, store.lifecycle)
+        if any(expired.values()):
+            log.info("lifecycle expired %d image(s) in %d repositories",
+                     sum(expired.values()), sum(1 for n in expired.values() if n))
+
+    if settings.lifecycle.interval > 0:
+        tasks.append(asyncio.create_task(
+            _periodic(store, "lifecycle", settings.lifecycle.interval, lifecycle)))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
