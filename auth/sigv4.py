@@ -46,8 +46,13 @@ SecretLookup = Callable[[str], Awaitable[str | None]]
 
 async def verify(method: str, path: str, query: Iterable[tuple[str, str]],
                  headers: Mapping[str, str], body: bytes, secret_of: SecretLookup, *,
-                 service: str, now: dt.datetime | None = None) -> SignedRequest:
-    """Check the request's SigV4 signature; the signer's access key id and scope."""
+                 service: str, expected_region: str | None = None,
+                 now: dt.datetime | None = None) -> SignedRequest:
+    """Check the request's SigV4 signature; the signer's access key id and scope.
+
+    Beyond the signature itself: `X-Amz-Target` (which names the operation) must be signed
+    when present, the body is always covered (no UNSIGNED-PAYLOAD outside S3), and the scope's
+    region must be `expected_region` when one is given."""
     lowered = {k.lower(): v for k, v in headers.items()}
     authorization = lowered.get("authorization")
     if not authorization:
@@ -64,11 +69,17 @@ async def verify(method: str, path: str, query: Iterable[tuple[str, str]],
     if scope_service != service:
         raise SigV4Error("InvalidSignatureException",
                          f"Credential should be scoped to correct service: '{service}'")
+    if expected_region is not None and region != expected_region:
+        raise SigV4Error("InvalidSignatureException",
+                         f"Credential should be scoped to a valid region: '{expected_region}'")
     signed = tuple(match["signed"].split(";"))
     if list(signed) != sorted(signed) or "host" not in signed or not (
             "x-amz-date" in signed or "date" in signed):
         raise SigV4Error("InvalidSignatureException",
                          "SignedHeaders must be sorted and include host and x-amz-date")
+    if "x-amz-target" in lowered and "x-amz-target" not in signed:
+        raise SigV4Error("InvalidSignatureException",
+                         "SignedHeaders must include x-amz-target")
     missing = [h for h in signed if h not in lowered]
     if missing:
         raise SigV4Error("InvalidSignatureException", f"signed header {missing[0]!r} is missing")
@@ -85,9 +96,13 @@ async def verify(method: str, path: str, query: Iterable[tuple[str, str]],
     if secret is None:
         raise SigV4Error("UnrecognizedClientException",
                          "The security token included in the request is invalid.")
-    payload_hash = lowered.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
-    if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
-        raise SigV4Error("InvalidSignatureException", "The payload does not match its hash")
+    body_hash = hashlib.sha256(body).hexdigest()
+    claimed = lowered.get("x-amz-content-sha256")
+    if claimed is not None and claimed != body_hash and not (
+            service == "s3" and claimed == "UNSIGNED-PAYLOAD"):
+        raise SigV4Error("InvalidSignatureException",
+                         "The payload does not match its hash (x-amz-content-sha256)")
+    payload_hash = claimed if claimed is not None else body_hash
     canonical = "\n".join([
         method.upper(),
         _canonical_path(path),
