@@ -35,7 +35,8 @@ class LiveRegistry:
     process: subprocess.Popen[bytes]
     log_path: Path
     backend: str = "filesystem"
-    env: dict[str, str] = field(default_factory=dict)  # what it runs with on top of os.environ
+    # What it runs with on top of os.environ (secrets among them: kept out of the repr).
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def settings(self) -> Settings:
         """The server's settings, for tests that reach its storage directly."""

@@ -191,7 +191,8 @@ async def _authenticate(request: Request, body: bytes, operation: str) -> Caller
 
     try:
         await verify(request.method, request.url.path, request.query_params.multi_items(),
-                     dict(request.headers), body, secret_of, service="ecr")
+                     dict(request.headers), body, secret_of, service="ecr",
+                     expected_region=settings.auth.region)
     except SigV4Error as exc:
         status = 403 if exc.type != "UnrecognizedClientException" else 400
         raise errors.EcrError(exc.type, exc.message, status) from None

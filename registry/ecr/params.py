@@ -62,9 +62,12 @@ def decode_token(params: dict[str, Any]) -> str | None:
     if not isinstance(token, str) or not token or len(token) > 2048:
         raise errors.invalid("invalid nextToken")
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        position = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise errors.invalid("invalid nextToken") from None
+    if encode_token(position) != token:  # b64decode skips what is not in its alphabet
+        raise errors.invalid("invalid nextToken")
+    return position
 
 
 def digest(value: Any, key: str = "imageDigest") -> Digest:
@@ -118,6 +121,8 @@ def resource_tags(value: Any, key: str = "tags") -> list[dict[str, str]]:
         raise errors.EcrError("InvalidTagParameterException",
                               f"{key} must be a list of {{Key, Value}} strings (keys of 1 to 128 "
                               "characters not starting with aws:, values up to 256)")
+    if len({t["Key"] for t in value}) != len(value):
+        raise errors.EcrError("InvalidTagParameterException", f"{key} has a key more than once")
     if len(value) > MAX_RESOURCE_TAGS:
         raise errors.EcrError("TooManyTagsException",
                               f"a resource may have at most {MAX_RESOURCE_TAGS} tags")

@@ -1,4 +1,8 @@
-"""Repository operations: CreateRepository, DescribeRepositories, DeleteRepository."""
+"""Repository operations: CreateRepository, DescribeRepositories, DeleteRepository,
+PutImageTagMutability, PutImageScanningConfiguration, DescribeRegistry.
+
+Settings changes are read-modify-write of the repository's settings record: the backend has
+no compare-and-swap, so of two changes to one repository at the same moment the last wins."""
 
 from __future__ import annotations
 
@@ -110,3 +114,45 @@ async def delete_repository(context: Context, params: dict[str, Any]) -> dict[st
             "be deleted because it still contains images")
     await repositories.delete(name)
     return {"repository": _describe(context, name, record)}
+
+
+async def _existing(context: Context, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    check_registry(context, params)
+    name = repository_name(params)
+    record = await context.store.repositories.get(name)
+    if record is None:
+        raise errors.repository_not_found(name, context.account)
+    return name, record
+
+
+async def put_image_tag_mutability(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    name, record = await _existing(context, params)
+    mode, filters = mutability(params, default=None)
+    record["imageTagMutability"] = mode
+    record["imageTagMutabilityExclusionFilters"] = filters
+    await context.store.repositories.put(name, record)
+    result: dict[str, Any] = {"registryId": context.account, "repositoryName": name,
+                              "imageTagMutability": mode}
+    if filters:
+        result["imageTagMutabilityExclusionFilters"] = filters
+    return result
+
+
+async def put_image_scanning_configuration(context: Context,
+                                           params: dict[str, Any]) -> dict[str, Any]:
+    """The setting is kept and reported; this registry does not scan images."""
+    scanning = params.get("imageScanningConfiguration")
+    if not isinstance(scanning, dict) or not isinstance(scanning.get("scanOnPush", False), bool):
+        raise errors.invalid("imageScanningConfiguration must be an object whose scanOnPush is "
+                             "a boolean")
+    name, record = await _existing(context, params)
+    setting = {"scanOnPush": bool(scanning.get("scanOnPush", False))}
+    record["imageScanningConfiguration"] = setting
+    await context.store.repositories.put(name, record)
+    return {"registryId": context.account, "repositoryName": name,
+            "imageScanningConfiguration": setting}
+
+
+async def describe_registry(context: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """No replication: the rules are always empty."""
+    return {"registryId": context.account, "replicationConfiguration": {"rules": []}}
