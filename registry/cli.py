@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import iam, lifecycle
+from registry.commands import gc, iam, lifecycle
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve without authentication on a non-loopback address")
     iam.add_parsers(commands, _common)
     lifecycle.add_parsers(commands, _common)
+    gc.add_parser(commands, _common)
     return parser
 
 
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if getattr(args, "gc", False):
+        return gc.run(settings, args)
     if hasattr(args, "store_handler"):
         return lifecycle.run(settings, args)
     if hasattr(args, "handler"):

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from registry.settings import Settings
+from storage.gc import GarbageCollector, GcOptions
 from storage.lifecycle import run_all
 from storage.store import Store
 
@@ -28,6 +29,16 @@ async def _periodic(store: Store, job: str, interval: float,
             log.exception("periodic %s failed; it runs again in %ss", job, interval)
 
 
+def gc_options(settings: Settings, **overrides: object) -> GcOptions:
+    gc = settings.gc
+    values: dict[str, object] = {
+        "grace": float(gc.grace), "upload_max_age": float(gc.upload_max_age),
+        "delete_untagged": gc.delete_untagged, "keep_referrers": gc.keep_referrers,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GcOptions(**values)  # type: ignore[arg-type]
+
+
 @contextlib.asynccontextmanager
 async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[None]] = []
@@ -38,6 +49,12 @@ async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None
             log.info("lifecycle expired %d image(s) in %d repositories",
                      sum(expired.values()), sum(1 for n in expired.values() if n))
 
+    async def collect() -> None:
+        await GarbageCollector(store, gc_options(settings)).run()
+
+    if settings.gc.interval > 0:
+        tasks.append(asyncio.create_task(
+            _periodic(store, "gc", settings.gc.interval, collect)))
     if settings.lifecycle.interval > 0:
         tasks.append(asyncio.create_task(
             _periodic(store, "lifecycle", settings.lifecycle.interval, lifecycle)))

@@ -103,12 +103,24 @@ class LifecycleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GcSettings:
+    # Seconds between garbage collections (one replica runs each, holding a lease); 0: never
+    # on a schedule (`registry gc` remains).
+    interval: int = 86400
+    grace: int = 3600  # nothing written more recently than this is collected
+    upload_max_age: int = 86400  # upload sessions older than this are purged
+    delete_untagged: bool = True  # untagged manifests nothing holds on to are garbage
+    keep_referrers: bool = True  # referrers (signatures, SBOMs) live as long as their subject
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     repositories: RepositoriesSettings = field(default_factory=RepositoriesSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    gc: GcSettings = field(default_factory=GcSettings)
 
 
 def load_settings(

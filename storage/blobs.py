@@ -10,6 +10,7 @@ from storage.content.digest import Digest
 from storage.drivers.base import Driver
 from storage.errors import BlobUnknown, KeyNotFound, RangeNotSatisfiable
 from storage.repositories import RepositoryStore
+from storage.sweeps import Sweeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,8 @@ class ByteRange:
 
 
 class BlobStore:
-    def __init__(self, driver: Driver, repositories: RepositoryStore) -> None:
+    def __init__(self, driver: Driver, repositories: RepositoryStore, sweeps: Sweeps) -> None:
+        self.sweeps = sweeps
         self.driver = driver
         self.repositories = repositories
 
@@ -58,8 +60,15 @@ class BlobStore:
             return None
 
     async def link(self, name: str, digest: Digest) -> None:
-        await self.driver.put(paths.layer_link(name, digest), str(digest).encode())
+        # The catalog entry first: GC finds links through the catalog.
         await self.repositories.ensure(name)
+        await self.driver.put(paths.layer_link(name, digest), str(digest).encode())
+
+    async def settled(self, digest: Digest) -> bool:
+        """After linking `digest`: wait out a GC deletion of it in progress, then whether the
+        bytes exist (the caller supplies them again when not; see storage/sweeps.py)."""
+        await self.sweeps.wait_blob(digest)
+        return await self.stored(digest) is not None
 
     async def mount(self, name: str, digest: Digest, source: str | None,
                     readable: Callable[[str], Awaitable[bool]] | None = None) -> bool:
@@ -76,6 +85,9 @@ class BlobStore:
         elif readable is not None or await self.stored(digest) is None:
             return False
         await self.link(name, digest)
+        if not await self.settled(digest):  # collected meanwhile: the client uploads it
+            await self.driver.delete(paths.layer_link(name, digest))
+            return False
         return True
 
     async def unlink(self, name: str, digest: Digest) -> None:

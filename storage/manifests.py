@@ -104,6 +104,8 @@ class ManifestStore:
         for tag, old in current.items():
             if old is not None and old != digest and tag_is_immutable(settings, tag):
                 raise _immutable(name, tag)
+        await self.repositories.ensure(name)  # the catalog entry first: GC finds us through it
+        existed = await self.revision_record(name, digest) is not None
         blob_key = paths.blob(digest)
         if not await self.driver.exists(blob_key):
             await self.driver.put(blob_key, raw)
@@ -115,15 +117,53 @@ class ManifestStore:
             record["artifactMediaType"] = manifest.config.media_type
         if manifest.subject is not None:
             record["subject"] = str(manifest.subject.digest)
-        await self.driver.put(paths.revision(name, digest), records.dump(record))
+        revision = records.dump(record)
+        await self.driver.put(paths.revision(name, digest), revision)
         if manifest.subject is not None:
             await self._put_referrer(name, manifest)
         for tag in tags:
             await self._set_tag(name, tag, digest, current[tag],
                                 tag_is_immutable(settings, tag))
-        await self.repositories.ensure(name)
+        try:
+            await self._survive_gc(name, manifest, revision)
+        except ManifestBlobUnknown:
+            await self._roll_back(name, manifest, current, existed)
+            raise
         self._bytes.put(digest, raw)
         return manifest
+
+    async def _survive_gc(self, name: str, manifest: Manifest, revision: bytes) -> None:
+        """With everything written, make sure a GC pass that overlapped the push did not take
+        what it stands on (storage/sweeps.py). A pass over this repository that is still
+        running is waited out; one that listed the repository between our writes may have
+        removed the revision (re-created here) or links it needs (then the push fails). The
+        manifest's own bytes are re-stored if a blob sweep took them."""
+        digest = manifest.digest
+        await self.blobs.sweeps.wait_repository(name)
+        if not await self.driver.exists(paths.revision(name, digest)):
+            await self.driver.put(paths.revision(name, digest), revision)
+        if not await self.blobs.settled(digest):
+            await self.driver.put(paths.blob(digest), manifest.raw)
+        await self._check_references(name, manifest)
+
+    async def _roll_back(self, name: str, manifest: Manifest, before: dict[str, Digest | None],
+                         existed: bool) -> None:
+        """Undo a push that found its blobs gone: tags back to what they were, and the
+        revision (and its referrer entry) removed unless it was there before."""
+        digest = manifest.digest
+        for tag, old in before.items():
+            if await self.tag_digest(name, tag) != digest or old == digest:
+                continue
+            if old is None:
+                await self.driver.delete(paths.tag(name, tag))
+            else:
+                await self.driver.put(paths.tag_index_entry(name, old, tag), b"")
+                await self.driver.put(paths.tag(name, tag), records.dump({"digest": str(old)}))
+            await self.driver.delete(paths.tag_index_entry(name, digest, tag))
+        if not existed:
+            if manifest.subject is not None:
+                await self.driver.delete(paths.referrer(name, manifest.subject.digest, digest))
+            await self.driver.delete(paths.revision(name, digest))
 
     async def _set_tag(self, name: str, tag: str, digest: Digest, old: Digest | None,
                        immutable: bool) -> None:
@@ -254,6 +294,21 @@ class ManifestStore:
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
+
+    async def delete_untagged(self, name: str, digest: Digest) -> bool:
+        """GC's delete: the revision goes only while no tag points at it, and never takes a
+        tag with it (a push that tags it meanwhile re-creates the revision; sweeps.py)."""
+        if await self.tags_of(name, digest):
+            return False
+        record = await self.revision_record(name, digest)
+        if record is None:
+            return False
+        if record.get("subject"):
+            await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
+        await self.driver.delete(paths.pull_record(name, digest))
+        await self.driver.delete(paths.revision(name, digest))
+        await self.driver.delete_prefix(paths.tag_index(name, digest))
+        return True
 
     async def untag(self, name: str, tag: str) -> Digest:
         """Remove a tag (the manifest stays); the digest it pointed at."""

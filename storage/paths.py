@@ -19,6 +19,7 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
         _lifecycle-state                       when the policy last ran, and what it expired
         _lifecycle-preview                     the last preview's results
         _inuse/sha256/<hex>                    the image is in use: lifecycle never expires it
+        _gc                                    a GC pass over the repository is in progress
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
@@ -28,6 +29,8 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
       signing-keys/<kid>                       token signing key (encrypted private key)
     registry/
       policy                                   the registry policy document
+    gc/
+      tombs/sha256/<hex>                       GC is about to delete this blob (storage/sweeps.py)
     leases/
       <job>                                    which replica runs a periodic job, and until when
     templates/
@@ -166,6 +169,22 @@ def in_use_mark(name: str, digest: Digest) -> str:
 
 def registry_policy() -> str:
     return "registry/policy"
+
+
+def gc_tomb(digest: Digest) -> str:
+    return f"gc/tombs/{digest.algorithm}/{digest.hex}"
+
+
+def gc_tombs() -> str:
+    return "gc/tombs/"
+
+
+def gc_sweep(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_gc"
+
+
+def layers(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/"
 
 
 def lease(job: str) -> str:

@@ -9,6 +9,7 @@ from storage.leases import Leases
 from storage.lifecycle import LifecycleStore
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
+from storage.sweeps import Sweeps
 from storage.templates import TemplateStore
 from storage.uploads import UploadStore
 
@@ -18,7 +19,8 @@ class Store:
         self.driver = driver
         self.templates = TemplateStore(driver)
         self.repositories = RepositoryStore(driver, self.templates, create_on_push)
-        self.blobs = BlobStore(driver, self.repositories)
+        self.sweeps = Sweeps(driver)
+        self.blobs = BlobStore(driver, self.repositories, self.sweeps)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs)
         self.lifecycle = LifecycleStore(driver, self.manifests)

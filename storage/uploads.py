@@ -114,6 +114,10 @@ class UploadStore:
             stored = await self.blobs.stored(expected)
             if stored is not None:
                 await self.blobs.link(session.repository, expected)
+                if not await self.blobs.settled(expected):
+                    await self.cancel(session)
+                    raise BlobUploadUnknown("the upload's blob was collected; upload it again",
+                                            {"uuid": session.id})
                 await self.cancel(session)
                 return stored
         if final is not None:
@@ -138,12 +142,13 @@ class UploadStore:
         record = {"repository": session.repository, "algorithm": session.algorithm,
                   "startedAt": session.started_at, "committed": str(expected)}
         await self.driver.put(paths.upload_info(session.id), records.dump(record))
-        blob_key = paths.blob(expected)
-        if await self.driver.exists(blob_key):
+        # Link first, then look: a GC about to delete this content either sees the link or is
+        # waited out, and the bytes are kept until we know the stored copy is there to stay.
+        await self.blobs.link(session.repository, expected)
+        if await self.blobs.settled(expected):
             await self.driver.delete(data_key)  # already stored: commits are idempotent
         else:
-            await self.driver.move(data_key, blob_key)
-        await self.blobs.link(session.repository, expected)
+            await self.driver.move(data_key, paths.blob(expected))
         await self.cancel(session)
         return size
 

@@ -43,6 +43,9 @@ class Driver(Protocol):
     async def delete(self, key: str) -> None:
         """Remove one object; absent is not an error."""
 
+    async def delete_many(self, keys: list[str]) -> None:
+        """Delete every key (missing ones are fine); batched where the backend can."""
+
     async def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with `prefix` (a `/`-terminated folder)."""
 

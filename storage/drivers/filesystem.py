@@ -126,6 +126,10 @@ class FilesystemDriver:
     async def delete(self, key: str) -> None:
         await self._run(_unlink, self._path(key))
 
+    async def delete_many(self, keys: builtins.list[str]) -> None:
+        paths_ = [self._path(k) for k in keys]
+        await self._run(_unlink_all, paths_)
+
     async def delete_prefix(self, prefix: str) -> None:
         await self._run(_rmtree, self._path(prefix.rstrip("/")))
 
@@ -359,6 +363,11 @@ def _fsync_dir(path: Path) -> None:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
         os.unlink(path)
+
+
+def _unlink_all(paths_: list[Path]) -> None:
+    for path in paths_:
+        _unlink(path)
 
 
 def _rmtree(path: Path) -> None:

@@ -200,6 +200,10 @@ class S3Driver:
                 raise DriverError(f"could not delete {errors[0].get('Key')}: "
                                   f"{errors[0].get('Code')}")
 
+    async def delete_many(self, keys: builtins.list[str]) -> None:
+        if keys:
+            await self._run(self._delete_keys, [self._key(k) for k in keys], key=keys[0])
+
     async def delete_prefix(self, prefix: str) -> None:
         await self._run(self._delete_prefix, self._key(prefix), key=prefix)
 

@@ -187,6 +187,15 @@ async def test_delete_is_idempotent(driver: Driver) -> None:
     assert await driver.list("del/") == ["del/other"]
 
 
+async def test_delete_many_removes_exactly_the_keys_given(driver: Driver) -> None:
+    keys = [f"many/{i:04d}" for i in range(1203)]  # more than one S3 DeleteObjects batch
+    await put_keys(driver, [*keys, "many/kept", "other/0000"])
+    await driver.delete_many([*keys, "many/never-existed"])
+    assert await driver.list("many/") == ["many/kept"]
+    assert await driver.list("other/") == ["other/0000"]
+    await driver.delete_many([])
+
+
 async def test_delete_prefix_removes_one_subtree(driver: Driver) -> None:
     await put_keys(driver, ["p/x/a", "p/x/b/c", "p/x/b/d/e", "p/x-y/z", "p/xy", "p/x.txt",
                             "p/w/x/a", "q/x/a"])
