@@ -270,20 +270,30 @@ class LifecycleStore:
 
     # in-use marks
 
-    async def protect(self, name: str, digest: Digest, reason: str = "") -> None:
-        await self.driver.put(paths.in_use_mark(name, digest),
+    async def protect(self, name: str, digest: Digest, holder: str = "cli",
+                      reason: str = "") -> None:
+        """Mark the image in use by `holder` (letters, digits, `._-`)."""
+        await self.driver.put(paths.in_use_mark(name, digest, _holder(holder)),
                               records.dump({"since": time.time(), "reason": reason[:256]}))
 
-    async def unprotect(self, name: str, digest: Digest) -> None:
-        await self.driver.delete(paths.in_use_mark(name, digest))
+    async def unprotect(self, name: str, digest: Digest, holder: str | None = None) -> None:
+        """Remove `holder`'s mark on the image (every holder's when None)."""
+        if holder is None:
+            await self.driver.delete_prefix(paths.in_use_holders(name, digest))
+        else:
+            await self.driver.delete(paths.in_use_mark(name, digest, _holder(holder)))
 
     async def in_use(self, name: str) -> set[str]:
+        """The digests of the repository's images that some holder marks in use."""
         prefix = paths.in_use_marks(name)
         found: set[str] = set()
         last: str | None = None
         while True:
             keys = await self.driver.list(prefix, start_after=last, limit=1000)
-            found.update(k[len(prefix):].replace("/", ":", 1) for k in keys)
+            for key in keys:
+                parts = key[len(prefix):].split("/")
+                if len(parts) == 3:
+                    found.add(f"{parts[0]}:{parts[1]}")
             if len(keys) < 1000:
                 return found
             last = keys[-1]
@@ -375,6 +385,15 @@ async def run_all(store_repositories: RepositoryStore, lifecycle: LifecycleStore
         if not more or not names:
             return expired
         last = names[-1]
+
+
+_HOLDER = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+
+def _holder(holder: str) -> str:
+    if not _HOLDER.fullmatch(holder) or holder in (".", ".."):
+        raise ValueError(f"invalid in-use holder {holder[:64]!r}: use letters, digits and ._-")
+    return holder
 
 
 class LifecyclePolicyNotFound(RegistryError):

@@ -18,7 +18,7 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
         _lifecycle                             the lifecycle policy document
         _lifecycle-state                       when the policy last ran, and what it expired
         _lifecycle-preview                     the last preview's results
-        _inuse/sha256/<hex>                    the image is in use: lifecycle never expires it
+        _inuse/sha256/<hex>/<holder>           the image is in use by <holder>: never expired
         _gc                                    a GC pass over the repository is in progress
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
@@ -163,8 +163,13 @@ def in_use_marks(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_inuse/"
 
 
-def in_use_mark(name: str, digest: Digest) -> str:
-    return f"{in_use_marks(name)}{digest.algorithm}/{digest.hex}"
+def in_use_holders(name: str, digest: Digest) -> str:
+    return f"{in_use_marks(name)}{digest.algorithm}/{digest.hex}/"
+
+
+def in_use_mark(name: str, digest: Digest, holder: str) -> str:
+    """One key per holder (a task family, `cli`, ...): the image stays marked while any holds it."""
+    return in_use_holders(name, digest) + holder
 
 
 def registry_policy() -> str:

@@ -31,7 +31,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return exc.status
-    except (LifecyclePolicyInvalid, LifecyclePolicyNotFound) as exc:
+    except (LifecyclePolicyInvalid, LifecyclePolicyNotFound, ValueError) as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return 1
     except (RegistryError, DriverError, OSError) as exc:
@@ -121,12 +121,12 @@ def _digest(value: str) -> Digest:
 
 async def protect(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
-    await store.lifecycle.protect(name, _digest(args.digest), args.reason or "")
+    await store.lifecycle.protect(name, _digest(args.digest), args.holder, args.reason or "")
 
 
 async def unprotect(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
-    await store.lifecycle.unprotect(name, _digest(args.digest))
+    await store.lifecycle.unprotect(name, _digest(args.digest), args.holder)
 
 
 async def in_use(store: Store, args: argparse.Namespace) -> None:
@@ -159,7 +159,12 @@ def add_parsers(commands: Subparsers, common: Callable[[argparse.ArgumentParser]
         parser = command(name, handler, help)
         parser.add_argument("digest", metavar="DIGEST")
         if name == "protect":
-            parser.add_argument("--reason", help="why it is in use (shown by in-use)")
+            parser.add_argument("--reason", help="why it is in use")
+            parser.add_argument("--holder", default="cli",
+                                help="who holds the mark (default: cli); each holder's mark "
+                                     "is removed on its own")
         else:
             parser.set_defaults(reason=None)
+            parser.add_argument("--holder", help="remove only this holder's mark (default: "
+                                                 "every holder's)")
     command("in-use", in_use, "list the images marked in use")
