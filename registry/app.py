@@ -20,6 +20,7 @@ from registry.v2 import routes as v2_routes
 from storage.drivers import load_driver
 from storage.drivers.base import Driver
 from storage.errors import RegistryError
+from storage.events import Subscription
 from storage.store import Store
 
 
@@ -47,8 +48,15 @@ def build_driver(settings: Settings) -> Driver:
     return load_driver(storage.driver)
 
 
+def build_store(settings: Settings) -> Store:
+    """The storage every part of the registry (server and commands) works through."""
+    subscriptions = [Subscription(e.name, e.repositories, e.actions)
+                     for e in settings.events.endpoints]
+    return Store(build_driver(settings), settings.repositories.create_on_push, subscriptions)
+
+
 def create_app(settings: Settings) -> Starlette:
-    store = Store(build_driver(settings), settings.repositories.create_on_push)
+    store = build_store(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import gc, iam, lifecycle
+from registry.commands import events, gc, iam, lifecycle
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     iam.add_parsers(commands, _common)
     lifecycle.add_parsers(commands, _common)
     gc.add_parser(commands, _common)
+    events.add_parser(commands, _common)
     return parser
 
 
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if getattr(args, "events", False):
+        return events.run(settings, args)
     if getattr(args, "gc", False):
         return gc.run(settings, args)
     if hasattr(args, "store_handler"):

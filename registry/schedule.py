@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from registry.events import deliver_forever
 from registry.settings import Settings
 from storage.gc import GarbageCollector, GcOptions
 from storage.lifecycle import run_all
@@ -52,6 +53,8 @@ async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None
     async def collect() -> None:
         await GarbageCollector(store, gc_options(settings)).run()
 
+    for endpoint in settings.events.endpoints:
+        tasks.append(asyncio.create_task(deliver_forever(settings, store, endpoint)))
     if settings.gc.interval > 0:
         tasks.append(asyncio.create_task(
             _periodic(store, "gc", settings.gc.interval, collect)))

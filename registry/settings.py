@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tomllib
@@ -114,6 +115,26 @@ class GcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventEndpoint:
+    name: str = ""
+    url: str = ""
+    format: str = "eventbridge"  # or "distribution" (Distribution's notification envelope)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry secrets
+    timeout: float = 5.0
+    repositories: tuple[str, ...] = ()  # wildcard patterns (`team/*`); empty: every one
+    actions: tuple[str, ...] = ()  # PUSH, DELETE; empty: both
+    max_attempts: int = 10  # then the event goes to the endpoint's dead-letter list
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
+    max_backoff: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    # TOML: [[events.endpoints]] tables; environment: REGISTRY_EVENTS_ENDPOINTS as a JSON list.
+    endpoints: tuple[EventEndpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -121,6 +142,7 @@ class Settings:
     repositories: RepositoriesSettings = field(default_factory=RepositoriesSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     gc: GcSettings = field(default_factory=GcSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
 
 def load_settings(
@@ -195,6 +217,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             values[name] = _build(typing.cast(type, hint), data[name], key)
+        elif typing.get_origin(hint) is tuple and dataclasses.is_dataclass(
+                typing.get_args(hint)[0]):
+            item = typing.cast(type, typing.get_args(hint)[0])
+            values[name] = tuple(_build(item, entry, f"{key}[{i}]")
+                                 for i, entry in enumerate(_json_list(data[name], key)))
         else:
             values[name] = _coerce(hint, data[name], key)
     settings = cls(**values)
@@ -202,7 +229,40 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return settings
 
 
+def _json_list(value: Any, key: str) -> list[Any]:
+    """A list of tables: from TOML as is, from the environment as a JSON list."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise SettingsError(f"setting {key!r} must be a JSON list of tables") from None
+    if not isinstance(value, list):
+        raise SettingsError(f"setting {key!r} must be a list of tables")
+    return value
+
+
 def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items()):
+            return dict(value)
+        raise SettingsError(f"setting {key!r} must be a table of strings")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"setting {key!r} must be a list of strings")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SettingsError(f"setting {key!r} must be a number, got {value!r}")
     args = typing.get_args(hint)
     optional = isinstance(hint, types.UnionType) and type(None) in args
     target = next((a for a in args if a is not type(None)), hint) if optional else hint
@@ -259,6 +319,22 @@ def _validate(settings: Any, where: str) -> None:
                 "setting 'auth.secret_key' is required with auth enabled: it encrypts secrets "
                 "at rest. Generate one with: python -c \"import base64,os;"
                 "print(base64.b64encode(os.urandom(32)).decode())\"")
+    if isinstance(settings, EventEndpoint):
+        if not settings.name or not all(c.isalnum() or c in "._-" for c in settings.name):
+            raise SettingsError(f"setting '{where}.name' is required: letters, digits, ._-")
+        if not settings.url.startswith(("http://", "https://")):
+            raise SettingsError(f"setting '{where}.url' must be an http(s) URL")
+        if settings.format not in ("eventbridge", "distribution"):
+            raise SettingsError(f"setting '{where}.format' must be eventbridge or distribution")
+        if any(a not in ("PUSH", "DELETE") for a in settings.actions):
+            raise SettingsError(f"setting '{where}.actions' may hold PUSH and DELETE")
+        if settings.max_attempts < 1 or settings.timeout <= 0 or settings.backoff <= 0:
+            raise SettingsError(f"settings '{where}': max_attempts, timeout and backoff must "
+                                "be positive")
+    if isinstance(settings, EventsSettings):
+        names = [e.name for e in settings.endpoints]
+        if len(set(names)) != len(names):
+            raise SettingsError("setting 'events.endpoints': names must be unique")
     if isinstance(settings, S3Settings):
         if settings.part_size < 5 * 1024 * 1024:
             raise SettingsError(

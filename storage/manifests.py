@@ -32,6 +32,7 @@ from storage.errors import (
     StorageUnavailable,
     TagImmutable,
 )
+from storage.events import EventQueue
 from storage.repositories import RepositoryStore, tag_is_immutable
 
 MAX_TAGS_PAGE = 1000
@@ -73,10 +74,12 @@ def _immutable(name: str, tag: str) -> TagImmutable:
 
 
 class ManifestStore:
-    def __init__(self, driver: Driver, repositories: RepositoryStore, blobs: BlobStore) -> None:
+    def __init__(self, driver: Driver, repositories: RepositoryStore, blobs: BlobStore,
+                 events: EventQueue | None = None) -> None:
         self.driver = driver
         self.repositories = repositories
         self.blobs = blobs
+        self.events = events or EventQueue(driver)
         self._bytes = _ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
@@ -130,6 +133,10 @@ class ManifestStore:
             await self._roll_back(name, manifest, current, existed)
             raise
         self._bytes.put(digest, raw)
+        pushed: list[str | None] = [*tags] or [None]
+        for pushed_tag in pushed:
+            await self.events.emit("PUSH", name, str(digest), pushed_tag, manifest.media_type,
+                                   len(raw))
         return manifest
 
     async def _survive_gc(self, name: str, manifest: Manifest, revision: bytes) -> None:
@@ -294,6 +301,7 @@ class ManifestStore:
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
+        await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
 
     async def delete_untagged(self, name: str, digest: Digest) -> bool:
         """GC's delete: the revision goes only while no tag points at it, and never takes a
@@ -308,6 +316,7 @@ class ManifestStore:
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
         await self.driver.delete_prefix(paths.tag_index(name, digest))
+        await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
         return True
 
     async def untag(self, name: str, tag: str) -> Digest:
@@ -317,6 +326,7 @@ class ManifestStore:
             raise ManifestUnknown(f"manifest tagged {tag!r} not found", {"tag": tag})
         await self.driver.delete(paths.tag(name, tag))
         await self.driver.delete(paths.tag_index_entry(name, old, tag))
+        await self.events.emit("DELETE", name, str(old), tag)
         return old
 
     async def tags_of(self, name: str, digest: Digest) -> list[str]:

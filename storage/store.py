@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from storage.blobs import BlobStore
 from storage.drivers.base import Driver
+from storage.events import EventQueue, Subscription
 from storage.iam import IamStore
 from storage.leases import Leases
 from storage.lifecycle import LifecycleStore
@@ -15,14 +18,16 @@ from storage.uploads import UploadStore
 
 
 class Store:
-    def __init__(self, driver: Driver, create_on_push: bool = False) -> None:
+    def __init__(self, driver: Driver, create_on_push: bool = False,
+                 subscriptions: Iterable[Subscription] = ()) -> None:
         self.driver = driver
+        self.events = EventQueue(driver, subscriptions)
         self.templates = TemplateStore(driver)
         self.repositories = RepositoryStore(driver, self.templates, create_on_push)
         self.sweeps = Sweeps(driver)
         self.blobs = BlobStore(driver, self.repositories, self.sweeps)
         self.uploads = UploadStore(driver, self.blobs)
-        self.manifests = ManifestStore(driver, self.repositories, self.blobs)
+        self.manifests = ManifestStore(driver, self.repositories, self.blobs, self.events)
         self.lifecycle = LifecycleStore(driver, self.manifests)
         self.iam = IamStore(driver)
         self.leases = Leases(driver)

@@ -34,12 +34,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _collect(settings: Settings, args: argparse.Namespace) -> GcReport:
-    from registry.app import build_driver
+    from registry.app import build_store
     from registry.schedule import gc_options
     from storage.gc import GarbageCollector
-    from storage.store import Store
 
-    store = Store(build_driver(settings))
+    store = build_store(settings)
     try:
         options = gc_options(settings, grace=args.grace, dry_run=args.dry_run,
                              upload_max_age=args.upload_max_age)

@@ -39,12 +39,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> None:
-    from registry.app import build_driver  # the server's wiring, imported only when needed
-    from storage.store import Store
+    from registry.app import build_store  # the server's wiring, imported only when needed
 
     secret_key = settings.auth.secret_key
     box = SecretBox(secret_key) if secret_key else None
-    store = Store(build_driver(settings))
+    store = build_store(settings)
     try:
         handler: Handler = args.handler
         await handler(Directory(store.iam, box), args)

@@ -41,9 +41,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> None:
-    from registry.app import build_driver
+    from registry.app import build_store
 
-    store = Store(build_driver(settings))
+    store = build_store(settings)
     try:
         handler: StoreHandler = args.store_handler
         await handler(store, args)

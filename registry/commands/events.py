@@ -1,0 +1,67 @@
+"""`registry events list [--dead] [ENDPOINT]` and `registry events replay ENDPOINT [ID ...]`:
+what is queued for (or dead-lettered at) each configured endpoint, and sending dead-lettered
+events again. Output is JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import TypeAlias
+
+from registry.settings import Settings
+from storage.errors import DriverError, RegistryError
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    names = [e.name for e in settings.events.endpoints]
+    chosen = [args.endpoint] if args.endpoint else names
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        print(f"registry: no event endpoint named {unknown[0]!r} (configured: "
+              f"{', '.join(names) or 'none'})", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(_run(settings, args, chosen))
+    except (RegistryError, DriverError, OSError) as exc:
+        print(f"registry: storage: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(settings: Settings, args: argparse.Namespace, endpoints: list[str]) -> None:
+    from registry.app import build_store
+
+    store = build_store(settings)
+    try:
+        if args.events_command == "replay":
+            count = await store.events.replay(endpoints[0], args.ids)
+            print(f"{count} event(s) queued again for {endpoints[0]}", file=sys.stderr)
+            return
+        for endpoint in endpoints:
+            listed = (await store.events.dead(endpoint, 100000) if args.dead
+                      else await store.events.pending(endpoint, 100000))
+            for _, record in listed:
+                print(json.dumps({"endpoint": endpoint, **record}))
+    finally:
+        await store.close()
+
+
+def add_parser(commands: Subparsers, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    group = commands.add_parser("events", help="inspect and replay image events",
+                                description="inspect and replay image events")
+    sub = group.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    listing = sub.add_parser("list", help="events waiting for delivery (or dead-lettered)")
+    common(listing)
+    listing.add_argument("endpoint", nargs="?", metavar="ENDPOINT")
+    listing.add_argument("--dead", action="store_true", help="the dead-letter list instead")
+    replay = sub.add_parser("replay", help="queue dead-lettered events again")
+    common(replay)
+    replay.add_argument("endpoint", metavar="ENDPOINT")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="only these events (default: all)")
+    for parser in (listing, replay):
+        parser.set_defaults(events=True)
