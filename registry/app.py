@@ -14,6 +14,7 @@ from starlette.routing import Route
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
+from registry.pullthrough import PullThroughCache
 from registry.schedule import scheduled_jobs
 from registry.settings import Settings
 from registry.v2 import routes as v2_routes
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.auth = await build_auth(settings, store)
         async with key_refresher(app.state.auth), scheduled_jobs(settings, store):
             yield
+        await app.state.pull_through.close()
         await store.close()
 
     routes = [
@@ -85,5 +87,6 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.pull_through = PullThroughCache(settings, store)
     app.state.auth = None  # set at start-up when auth is enabled
     return app

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import events, gc, iam, lifecycle
+from registry.commands import events, gc, iam, lifecycle, upstream
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.add_parsers(commands, _common)
     gc.add_parser(commands, _common)
     events.add_parser(commands, _common)
+    upstream.add_parser(commands, _common)
     return parser
 
 
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if getattr(args, "upstream", False):
+        return upstream.run(settings, args)
     if getattr(args, "events", False):
         return events.run(settings, args)
     if getattr(args, "gc", False):

@@ -61,6 +61,8 @@ def refuse_anonymous(settings: Settings) -> str | None:
 def serve(settings: Settings) -> int:
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx (event delivery, pull-through upstreams) logs every request at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     reason = refuse_anonymous(settings)
     if reason is not None:
         log.error("%s", reason)

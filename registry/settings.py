@@ -135,6 +135,11 @@ class EventsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PullThroughSettings:
+    tag_ttl: int = 86400  # seconds a cached tag is served before the upstream is asked again
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -143,6 +148,7 @@ class Settings:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     gc: GcSettings = field(default_factory=GcSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    pull_through: PullThroughSettings = field(default_factory=PullThroughSettings)
 
 
 def load_settings(

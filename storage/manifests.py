@@ -87,9 +87,10 @@ class ManifestStore:
 
     async def put(self, name: str, reference: str, raw: bytes, content_type: str | None,
                   extra_tags: Iterable[str] = (),
-                  settings: dict[str, Any] | None = None) -> Manifest:
+                  settings: dict[str, Any] | None = None, cached: bool = False) -> Manifest:
         """Store a manifest and point its tags at it. `settings` is the repository's settings
-        record: an immutable tag that exists and points elsewhere refuses the whole push."""
+        record: an immutable tag that exists and points elsewhere refuses the whole push.
+        `cached`: a pull-through cache copy, whose blobs and children arrive when pulled."""
         tags = [check_tag(t) for t in ([reference] if is_tag(reference) else [])]
         tags += [check_tag(t) for t in extra_tags if t not in tags]
         algorithm = "sha256"
@@ -101,7 +102,8 @@ class ManifestStore:
                 f"manifest digest {manifest.digest} does not match reference {reference}",
                 {"expected": reference, "actual": str(manifest.digest)},
             )
-        await self._check_references(name, manifest)
+        if not cached:
+            await self._check_references(name, manifest)
         digest = manifest.digest
         current = {tag: await self.tag_digest(name, tag) for tag in tags}
         for tag, old in current.items():
@@ -128,7 +130,7 @@ class ManifestStore:
             await self._set_tag(name, tag, digest, current[tag],
                                 tag_is_immutable(settings, tag))
         try:
-            await self._survive_gc(name, manifest, revision)
+            await self._survive_gc(name, manifest, revision, cached)
         except ManifestBlobUnknown:
             await self._roll_back(name, manifest, current, existed)
             raise
@@ -139,7 +141,8 @@ class ManifestStore:
                                    len(raw))
         return manifest
 
-    async def _survive_gc(self, name: str, manifest: Manifest, revision: bytes) -> None:
+    async def _survive_gc(self, name: str, manifest: Manifest, revision: bytes,
+                          cached: bool = False) -> None:
         """With everything written, make sure a GC pass that overlapped the push did not take
         what it stands on (storage/sweeps.py). A pass over this repository that is still
         running is waited out; one that listed the repository between our writes may have
@@ -151,7 +154,8 @@ class ManifestStore:
             await self.driver.put(paths.revision(name, digest), revision)
         if not await self.blobs.settled(digest):
             await self.driver.put(paths.blob(digest), manifest.raw)
-        await self._check_references(name, manifest)
+        if not cached:
+            await self._check_references(name, manifest)
 
     async def _roll_back(self, name: str, manifest: Manifest, before: dict[str, Digest | None],
                          existed: bool) -> None:

@@ -20,6 +20,7 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
         _lifecycle-preview                     the last preview's results
         _inuse/sha256/<hex>/<holder>           the image is in use by <holder>: never expired
         _gc                                    a GC pass over the repository is in progress
+        _manifests/upstream/<tag>              pull-through cache: when the tag was last checked
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
@@ -31,6 +32,10 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
       policy                                   the registry policy document
     gc/
       tombs/sha256/<hex>                       GC is about to delete this blob (storage/sweeps.py)
+    pull-through/
+      <prefix>+rule                            a pull-through cache rule (ROOT+rule: every name)
+    secrets/
+      ecr-pullthroughcache/<name>              upstream credentials, sealed
     leases/
       <job>                                    which replica runs a periodic job, and until when
     templates/
@@ -190,6 +195,29 @@ def gc_sweep(name: str) -> str:
 
 def layers(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_layers/"
+
+
+RULE_SUFFIX = "+rule"
+
+
+def pull_through_rules() -> str:
+    return "pull-through/"
+
+
+def pull_through_rule(prefix: str) -> str:
+    return f"pull-through/{prefix}{RULE_SUFFIX}"
+
+
+def prefix_from_rule(key: str) -> str:
+    return key[len("pull-through/"): -len(RULE_SUFFIX)]
+
+
+def upstream_secret(name: str) -> str:
+    return f"secrets/ecr-pullthroughcache/{name}"
+
+
+def upstream_check(name: str, tag: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/upstream/{tag}"
 
 
 def lease(job: str) -> str:

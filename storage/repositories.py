@@ -20,6 +20,7 @@ from storage.templates import TemplateStore
 
 MAX_PAGE = 1000
 CREATE_ON_PUSH = "CREATE_ON_PUSH"
+PULL_THROUGH_CACHE = "PULL_THROUGH_CACHE"
 
 
 @lru_cache(maxsize=1024)
@@ -82,7 +83,18 @@ class RepositoryStore:
                 {"name": name})
         if may_create is not None:
             await may_create()
-        template = found[1] if found else {}
+        return await self._create_from(name, found[1] if found else {})
+
+    async def for_pull_through(self, name: str) -> dict[str, Any]:
+        """The settings of a pull-through cache repository, created on its first pull with the
+        most specific PULL_THROUGH_CACHE creation template (or the defaults)."""
+        record = await self.get(name)
+        if record is not None:
+            return record
+        found = await self.templates.match(name, PULL_THROUGH_CACHE)
+        return await self._create_from(name, found[1] if found else {})
+
+    async def _create_from(self, name: str, template: dict[str, Any]) -> dict[str, Any]:
         record = record_from_template(template)
         if await self.create(name, record):
             policy = template.get("repositoryPolicy")

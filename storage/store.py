@@ -11,6 +11,7 @@ from storage.iam import IamStore
 from storage.leases import Leases
 from storage.lifecycle import LifecycleStore
 from storage.manifests import ManifestStore
+from storage.pullthrough import PullThroughStore
 from storage.repositories import RepositoryStore
 from storage.sweeps import Sweeps
 from storage.templates import TemplateStore
@@ -31,6 +32,7 @@ class Store:
         self.lifecycle = LifecycleStore(driver, self.manifests)
         self.iam = IamStore(driver)
         self.leases = Leases(driver)
+        self.pull_through = PullThroughStore(driver)
 
     async def close(self) -> None:
         await self.driver.close()

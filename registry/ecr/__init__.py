@@ -113,6 +113,12 @@ OPERATIONS: dict[str, str] = {
     "DeleteLifecyclePolicy": "lifecycle:delete_lifecycle_policy",
     "StartLifecyclePolicyPreview": "lifecycle:start_lifecycle_policy_preview",
     "GetLifecyclePolicyPreview": "lifecycle:get_lifecycle_policy_preview",
+    # pull-through cache
+    "CreatePullThroughCacheRule": "pull_through:create_pull_through_cache_rule",
+    "DescribePullThroughCacheRules": "pull_through:describe_pull_through_cache_rules",
+    "UpdatePullThroughCacheRule": "pull_through:update_pull_through_cache_rule",
+    "DeletePullThroughCacheRule": "pull_through:delete_pull_through_cache_rule",
+    "ValidatePullThroughCacheRule": "pull_through:validate_pull_through_cache_rule",
     # repository creation templates
     "CreateRepositoryCreationTemplate": "templates:create_repository_creation_template",
     "DescribeRepositoryCreationTemplates": "templates:describe_repository_creation_templates",
@@ -124,7 +130,9 @@ GLOBAL_OPERATIONS = frozenset({
     "GetAuthorizationToken", "DescribeRegistry", "PutRegistryPolicy", "GetRegistryPolicy",
     "DeleteRegistryPolicy", "CreateRepositoryCreationTemplate",
     "DescribeRepositoryCreationTemplates", "UpdateRepositoryCreationTemplate",
-    "DeleteRepositoryCreationTemplate",
+    "DeleteRepositoryCreationTemplate", "CreatePullThroughCacheRule",
+    "DescribePullThroughCacheRules", "UpdatePullThroughCacheRule", "DeletePullThroughCacheRule",
+    "ValidatePullThroughCacheRule",
 })
 
 

@@ -7,23 +7,33 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from auth.actions import DELETE, PULL
 from registry import signed_urls
+from registry.pullthrough import PullThroughCache
 from registry.settings import Settings
 from registry.v2.common import repository, require_deletes, store, url_path
 from storage.blobs import parse_range
 from storage.content.digest import Digest
 from storage.content.names import check_name
+from storage.errors import BlobUnknown
 
 
 async def get_blob(request: Request) -> Response:
     name, digest = await _readable(request)
     blobs = store(request).blobs
-    info = await blobs.stat(name, digest)
     headers = {
         "Docker-Content-Digest": str(digest),
         "Accept-Ranges": "bytes",
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",
     }
+    try:
+        info = await blobs.stat(name, digest)
+    except BlobUnknown:
+        fetched = await _through_cache(request, name, digest, headers)
+        if fetched is None:
+            raise
+        if isinstance(fetched, Response):
+            return fetched
+        info = await blobs.stat(name, digest)  # another request stored it meanwhile
     if request.method == "HEAD":
         headers["Content-Length"] = str(info.size)
         return Response(status_code=200, headers=headers, media_type="application/octet-stream")
@@ -39,6 +49,28 @@ async def get_blob(request: Request) -> Response:
     headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{info.size}"
     return StreamingResponse(blobs.read(digest, byte_range), status_code=206, headers=headers,
                              media_type="application/octet-stream")
+
+
+async def _through_cache(request: Request, name: str, digest: Digest,
+                         headers: dict[str, str]) -> Response | bool | None:
+    """A blob of a pull-through cache repository that is not cached yet: its size (HEAD) or
+    its bytes, streamed from the upstream while they are stored. None: not a cache; True: it
+    was stored meanwhile by another request (serve it from storage)."""
+    cache: PullThroughCache = request.app.state.pull_through
+    if request.method == "HEAD":
+        size = await cache.blob_size(name, digest)
+        if size is None:
+            return None
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
+    # A Range is ignored on this first fetch (HTTP allows a 200 with the whole blob).
+    fetched = await cache.blob(name, digest)
+    if fetched is None:
+        return None if not await store(request).blobs.linked(name, digest) else True
+    length, body = fetched
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    return StreamingResponse(body, headers=headers, media_type="application/octet-stream")
 
 
 async def _readable(request: Request) -> tuple[str, Digest]:

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from auth.actions import DELETE, PULL, PUSH
 from registry.auth import require_create
+from registry.pullthrough import PullThroughCache
 from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
@@ -43,7 +44,8 @@ async def put_manifest(request: Request) -> Response:
 
 async def get_manifest(request: Request) -> Response:
     name = await repository(request, PULL)
-    stored = await store(request).manifests.get(name, request.path_params["reference"])
+    cache: PullThroughCache = request.app.state.pull_through
+    stored = await cache.manifest(name, request.path_params["reference"])
     headers = {
         "Docker-Content-Digest": str(stored.digest),
         "ETag": f'"{stored.digest}"',
