@@ -8,12 +8,21 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
+from registry.observability import (
+    InstrumentedDriver,
+    Metrics,
+    RequestMiddleware,
+    healthz,
+    metrics_endpoint,
+    readyz,
+)
 from registry.pullthrough import PullThroughCache
 from registry.schedule import scheduled_jobs
 from registry.settings import Settings
@@ -49,20 +58,24 @@ def build_driver(settings: Settings) -> Driver:
     return load_driver(storage.driver)
 
 
-def build_store(settings: Settings) -> Store:
+def build_store(settings: Settings, metrics: Metrics | None = None) -> Store:
     """The storage every part of the registry (server and commands) works through."""
     subscriptions = [Subscription(e.name, e.repositories, e.actions)
                      for e in settings.events.endpoints]
-    return Store(build_driver(settings), settings.repositories.create_on_push, subscriptions)
+    driver = build_driver(settings)
+    if metrics is not None:
+        driver = InstrumentedDriver(driver, metrics)
+    return Store(driver, settings.repositories.create_on_push, subscriptions)
 
 
 def create_app(settings: Settings) -> Starlette:
-    store = build_store(settings)
+    metrics = Metrics()
+    store = build_store(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.auth = await build_auth(settings, store)
-        async with key_refresher(app.state.auth), scheduled_jobs(settings, store):
+        async with key_refresher(app.state.auth), scheduled_jobs(settings, store, metrics):
             yield
         await app.state.pull_through.close()
         await store.close()
@@ -73,6 +86,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/token", token.post_token, methods=["POST"]),
         Route("/.well-known/jwks.json", token.jwks, methods=["GET"], name="jwks"),
         Route("/", ecr.handle, methods=["POST"], name="ecr"),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -84,9 +100,11 @@ def create_app(settings: Settings) -> Starlette:
             Exception: errors.unexpected_error_handler,
         },
         lifespan=lifespan,
+        middleware=[Middleware(RequestMiddleware, settings=settings, metrics=metrics)],
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.metrics = metrics
     app.state.pull_through = PullThroughCache(settings, store)
     app.state.auth = None  # set at start-up when auth is enabled
     return app

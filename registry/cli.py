@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import events, gc, iam, lifecycle, upstream
+from registry.commands import config, events, gc, iam, lifecycle, upstream
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_parser(commands, _common)
     events.add_parser(commands, _common)
     upstream.add_parser(commands, _common)
+    config.add_parser(commands, _common)
     return parser
 
 
@@ -40,7 +41,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "server.port": getattr(args, "port", None),
         "auth.allow_anonymous": getattr(args, "allow_anonymous", None),
     }
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(getattr(args, "config_file", None) or args.config,
+                         overrides=overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if getattr(args, "config_check", False):
+        return config.run(settings, args)
     if getattr(args, "upstream", False):
         return upstream.run(settings, args)
     if getattr(args, "events", False):

@@ -93,6 +93,9 @@ async def auth_error_handler(request: Request, exc: Exception) -> Response:
     from registry.auth import challenge, services
 
     assert isinstance(exc, AuthError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.denials.labels(type(exc).__name__).inc()
     if isinstance(exc, TooManyAttempts):
         return error_response(request, "TOOMANYREQUESTS", 429, exc.message, None,
                               {"Retry-After": str(exc.retry_after)})

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from registry.events import deliver_forever
+from registry.observability import Metrics
 from registry.settings import Settings
 from storage.gc import GarbageCollector, GcOptions
 from storage.lifecycle import run_all
@@ -18,15 +19,19 @@ log = logging.getLogger("registry")
 
 
 async def _periodic(store: Store, job: str, interval: float,
-                    work: Callable[[], Awaitable[None]]) -> None:
+                    work: Callable[[], Awaitable[None]], metrics: Metrics | None) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
             if await store.leases.acquire(job, interval * 0.9):
                 await work()
+                if metrics is not None:
+                    metrics.job_runs.labels(job, "ok").inc()
         except asyncio.CancelledError:
             raise
         except Exception:
+            if metrics is not None:
+                metrics.job_runs.labels(job, "failed").inc()
             log.exception("periodic %s failed; it runs again in %ss", job, interval)
 
 
@@ -41,7 +46,8 @@ def gc_options(settings: Settings, **overrides: object) -> GcOptions:
 
 
 @contextlib.asynccontextmanager
-async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None]:
+async def scheduled_jobs(settings: Settings, store: Store,
+                         metrics: Metrics | None = None) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[None]] = []
 
     async def lifecycle() -> None:
@@ -51,16 +57,23 @@ async def scheduled_jobs(settings: Settings, store: Store) -> AsyncIterator[None
                      sum(expired.values()), sum(1 for n in expired.values() if n))
 
     async def collect() -> None:
-        await GarbageCollector(store, gc_options(settings)).run()
+        report = await GarbageCollector(store, gc_options(settings)).run()
+        if metrics is not None:
+            for kind, count in (("manifests", report.manifests_deleted),
+                                ("links", report.links_deleted),
+                                ("blobs", report.blobs_deleted),
+                                ("bytes", report.bytes_freed),
+                                ("uploads", report.uploads_purged)):
+                metrics.gc_removed.labels(kind).inc(count)
 
     for endpoint in settings.events.endpoints:
         tasks.append(asyncio.create_task(deliver_forever(settings, store, endpoint)))
     if settings.gc.interval > 0:
         tasks.append(asyncio.create_task(
-            _periodic(store, "gc", settings.gc.interval, collect)))
+            _periodic(store, "gc", settings.gc.interval, collect, metrics)))
     if settings.lifecycle.interval > 0:
         tasks.append(asyncio.create_task(
-            _periodic(store, "lifecycle", settings.lifecycle.interval, lifecycle)))
+            _periodic(store, "lifecycle", settings.lifecycle.interval, lifecycle, metrics)))
     try:
         yield
     finally:

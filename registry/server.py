@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import importlib.util
 import ipaddress
 import logging
 import os
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from registry.app import create_app
+from registry.observability import Metrics
 from registry.settings import Settings
 
 log = logging.getLogger("registry")
@@ -90,5 +93,28 @@ def serve(settings: Settings) -> int:
     host = f"[{server.host}]" if ":" in server.host else server.host
     log.info("registry listening on http://%s:%d, storage %s (%s)",
              host, server.port, where, settings.storage.driver)
-    uvicorn.Server(config).run()
+    DrainingServer(config, app.state.metrics, server.drain_delay).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: readiness goes false at once; after `drain_delay` seconds (still
+    serving, so a load balancer can take us out) uvicorn's own graceful shutdown starts: stop
+    accepting, let in-flight requests finish within `graceful_timeout`, exit."""
+
+    def __init__(self, config: uvicorn.Config, metrics: Metrics, drain_delay: float) -> None:
+        super().__init__(config)
+        self.metrics = metrics
+        self.drain_delay = drain_delay
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self.drain_delay <= 0:
+            self.metrics.draining = True
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.metrics.draining = True
+        log.info("draining: readiness is false; stopping in %ss", self.drain_delay)
+        loop = asyncio.get_event_loop()
+        loop.call_later(self.drain_delay, super().handle_exit, sig, frame)

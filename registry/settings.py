@@ -33,6 +33,12 @@ class ServerSettings:
     access_log: bool = False
     graceful_timeout: int = 30
     tune_malloc: bool = True
+    request_log: bool = False  # one line per request (id, identity, route, status, bytes, ms)
+    log_format: str = "text"  # or "json" (the request log)
+    read_only: bool = False  # maintenance: writes answer 405 UNSUPPORTED
+    # SIGTERM first turns /readyz false and keeps serving this many seconds (so a load
+    # balancer stops sending), then stops accepting and lets requests finish.
+    drain_delay: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +306,8 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError(f"setting 'server.port' out of range: {settings.port}")
         if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
             raise SettingsError("setting 'server.public_url' must start with http:// or https://")
+        if settings.log_format not in ("text", "json"):
+            raise SettingsError("setting 'server.log_format' must be text or json")
     if isinstance(settings, StorageSettings):
         from storage.drivers import DRIVERS
 

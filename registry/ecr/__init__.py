@@ -125,6 +125,8 @@ OPERATIONS: dict[str, str] = {
     "UpdateRepositoryCreationTemplate": "templates:update_repository_creation_template",
     "DeleteRepositoryCreationTemplate": "templates:delete_repository_creation_template",
 }
+# What a read-only registry (maintenance) still answers.
+READ_ONLY_PREFIXES = ("Describe", "List", "Get", "BatchGet", "BatchCheck", "Validate")
 # Authorised on resource "*" rather than on a repository ARN.
 GLOBAL_OPERATIONS = frozenset({
     "GetAuthorizationToken", "DescribeRegistry", "PutRegistryPolicy", "GetRegistryPolicy",
@@ -159,6 +161,11 @@ async def handle(request: Request) -> Response:
         if run is None:
             raise errors.EcrError("UnknownOperationException", f"unknown operation {name[:64]}")
         limit = BODY_LIMITS.get(name, MAX_BODY)
+        settings_: Settings = request.app.state.settings
+        if settings_.server.read_only and not name.startswith(READ_ONLY_PREFIXES):
+            raise errors.EcrError("UnsupportedOperationException",
+                                  f"the registry is read-only for maintenance: {name} is refused "
+                                  "until it ends", 405)
         body = await read_bounded(request, limit,
                                   SizeInvalid(f"request body larger than {limit} bytes"))
         caller = await _authenticate(request, body, name)

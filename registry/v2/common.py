@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from auth.actions import PULL
 from registry.auth import require
 from storage.content.names import check_name
 from storage.errors import RegistryError, SizeInvalid, Unsupported
@@ -22,6 +23,9 @@ async def repository(request: Request, action: str) -> str:
     delete) on it."""
     name = check_name(request.path_params["name"])
     await require(request, name, action)
+    if action != PULL and request.app.state.settings.server.read_only:
+        raise Unsupported("the registry is read-only for maintenance: pushes and deletes are "
+                          "refused until it ends")
     return name
 
 

@@ -1,0 +1,256 @@
+"""What an operator sees: Prometheus metrics, one log line per request, a request id, health.
+
+- `RequestMiddleware` (plain ASGI, so streaming bodies pass untouched) gives every request an
+  id (a sane incoming `X-Request-Id` is kept, else a new one; either way it is returned), counts
+  requests, latency and bytes per route, and, with `server.request_log`, logs one line per
+  request (text, or JSON with `server.log_format = "json"`): id, client, method, path (never
+  the query string, which may hold a signed URL's signature), route, status, bytes, duration,
+  identity, repository, and the ECR operation. Tokens and secrets never reach the line.
+- Tokens issued are `registry_http_requests{route="token",status="200"}`; refusals by auth
+  are `registry_auth_denials` by kind.
+- `InstrumentedDriver` times every storage operation by driver and operation, and counts
+  errors.
+- `/healthz`: the process answers. `/readyz`: storage answers, signing keys are loaded when
+  auth is on, and the server is not draining (SIGTERM turns it false first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from registry.settings import Settings
+
+log = logging.getLogger("registry.requests")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_TARGET = "amazonec2containerregistry_v20150921."
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/v2/?$"), "base"),
+    (re.compile(r"^/v2/_catalog$"), "catalog"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/[^/]*$"), "blob_upload"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "blob"),
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "manifest"),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), "tags"),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/[^/]+$"), "referrers"),
+    (re.compile(r"^/token$"), "token"),
+    (re.compile(r"^/\.well-known/jwks\.json$"), "jwks"),
+    (re.compile(r"^/(healthz|readyz)$"), "health"),
+    (re.compile(r"^/metrics$"), "metrics"),
+    (re.compile(r"^/$"), "ecr"),
+]
+
+
+def classify(path: str) -> tuple[str, str | None]:
+    """The route label of a path (bounded: metrics never get one label per repository), and
+    the repository it names."""
+    for pattern, route in _ROUTES:
+        match = pattern.match(path)
+        if match:
+            return route, match.groupdict().get("name")
+    return "other", None
+
+
+class Metrics:
+    """The registry's metrics, on a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("registry_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("registry_http_request_duration_seconds",
+                                 "Time to answer, body included", ["route", "method"],
+                                 buckets=_LATENCY, registry=r)
+        self.received = Counter("registry_http_received_bytes", "Request body bytes",
+                                ["route"], registry=r)
+        self.sent = Counter("registry_http_sent_bytes", "Response body bytes", ["route"],
+                            registry=r)
+        self.in_flight = Gauge("registry_http_requests_in_flight", "Requests being answered",
+                               ["route"], registry=r)
+        self.ecr_operations = Counter("registry_ecr_operations", "ECR API calls",
+                                      ["operation", "status"], registry=r)
+        self.storage_latency = Histogram("registry_storage_operation_duration_seconds",
+                                         "Storage operations", ["driver", "operation"],
+                                         buckets=_LATENCY, registry=r)
+        self.storage_errors = Counter("registry_storage_errors", "Failed storage operations",
+                                      ["driver", "operation", "error"], registry=r)
+        self.denials = Counter("registry_auth_denials", "Requests refused by auth",
+                               ["reason"], registry=r)
+        self.job_runs = Counter("registry_job_runs", "Periodic job runs", ["job", "result"],
+                                registry=r)
+        self.gc_removed = Counter("registry_gc_removed", "What garbage collection removed",
+                                  ["kind"], registry=r)
+        self.events = Counter("registry_events_delivered", "Event deliveries",
+                              ["endpoint", "result"], registry=r)
+        self.draining = False
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        route, repository = classify(scope.get("path", ""))
+        method = scope.get("method", "GET")
+        operation = None
+        if route == "ecr":
+            target = headers.get(b"x-amz-target", b"").decode("latin-1")
+            if target.lower().startswith(_TARGET):
+                operation = target[len(_TARGET):][:64]
+        counts = {"in": 0, "out": 0, "status": 500}
+        metrics = self.metrics
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["in"] += len(message.get("body", b""))
+            return message
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                counts["out"] += len(message.get("body", b""))
+            await send(message)
+
+        gauge = metrics.in_flight.labels(route)
+        gauge.inc()
+        try:
+            await self.app(scope, receive_counted, send_counted)
+        finally:
+            gauge.dec()
+            elapsed = time.perf_counter() - started
+            status = str(counts["status"])
+            metrics.requests.labels(route, method, status).inc()
+            metrics.latency.labels(route, method).observe(elapsed)
+            metrics.received.labels(route).inc(counts["in"])
+            metrics.sent.labels(route).inc(counts["out"])
+            if operation is not None:
+                metrics.ecr_operations.labels(operation, status).inc()
+            if self.settings.server.request_log:
+                self._log(scope, request_id, route, repository, operation, counts, elapsed)
+
+    def _log(self, scope: Scope, request_id: str, route: str, repository: str | None,
+             operation: str | None, counts: dict[str, int], elapsed: float) -> None:
+        client = scope.get("client")
+        identity = (scope.get("state") or {}).get("identity")
+        caller = getattr(identity, "caller", None)
+        record: dict[str, Any] = {
+            "request_id": request_id,
+            "client": client[0] if client else None,
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "route": route,
+            "status": counts["status"],
+            "bytes_in": counts["in"],
+            "bytes_out": counts["out"],
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if caller is not None:
+            record["identity"] = getattr(caller, "user", None) or "anonymous"
+        if repository is not None:
+            record["repository"] = repository
+        if operation is not None:
+            record["operation"] = operation
+        if self.settings.server.log_format == "json":
+            log.info("%s", json.dumps(record, separators=(",", ":")))
+        else:
+            log.info("%s", " ".join(f"{k}={v}" for k, v in record.items() if v is not None))
+
+
+class InstrumentedDriver:
+    """A storage driver that times each operation; everything else passes through."""
+
+    _TIMED = frozenset({"get", "put", "put_if_absent", "stat", "exists", "delete",
+                        "delete_many", "delete_prefix", "list", "append", "seal", "scan",
+                        "move", "redirect_url"})
+
+    def __init__(self, driver: Any, metrics: Metrics) -> None:
+        self._driver = driver
+        self._metrics = metrics
+        self.name = driver.name
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self._driver, attribute)
+        if attribute not in self._TIMED:
+            return value
+        metrics, driver = self._metrics, self.name
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await value(*args, **kwargs)
+            except Exception as exc:
+                if type(exc).__name__ != "KeyNotFound":  # an answer, not a failure
+                    metrics.storage_errors.labels(driver, attribute, type(exc).__name__).inc()
+                raise
+            finally:
+                metrics.storage_latency.labels(driver, attribute).observe(
+                    time.perf_counter() - started)
+
+        return timed
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    problems = []
+    if metrics.draining:
+        problems.append("draining")
+    settings: Settings = request.app.state.settings
+    if settings.auth.enabled and request.app.state.auth is None:
+        problems.append("signing keys not loaded")
+    try:
+        await asyncio.wait_for(request.app.state.store.driver.exists("registry/ready"), 5)
+    except Exception:
+        problems.append("storage unreachable")
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,157 @@
+"""Day-one operations: health and readiness, Prometheus metrics, request ids and request logs,
+read-only maintenance mode, draining on SIGTERM, and `registry config check`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from tests.conftest import start_registry
+from tests.ecr.test_signed import SECRET_KEY
+from tests.registry.util import push_image, random_blob, sha256
+
+
+def test_health_metrics_and_request_ids(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env={
+        "REGISTRY_SERVER_REQUEST_LOG": "true", "REGISTRY_SERVER_LOG_FORMAT": "json"})
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            assert http.get("/healthz").json() == {"status": "ok"}
+            ready = http.get("/readyz")
+            assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+            image = push_image(http, "ops/app", "v1")
+            pulled = http.get(f"/v2/ops/app/blobs/{sha256(image.layers[0])}",
+                              headers={"X-Request-Id": "trace-42.a_b"})
+            assert pulled.status_code == 200
+            assert pulled.headers["x-request-id"] == "trace-42.a_b"
+            generated = http.get("/v2/", headers={"X-Request-Id": "no spaces or; quotes\""})
+            assert generated.headers["x-request-id"] != "no spaces or; quotes\""
+            assert len(generated.headers["x-request-id"]) == 32
+            missing = http.get("/v2/ops/app/manifests/nope?secret=query-value")
+            assert missing.status_code == 404
+
+            text = http.get("/metrics").text
+        assert 'registry_http_requests_total{method="GET",route="blob",status="200"}' in text
+        assert 'registry_http_requests_total{method="PUT",route="manifest",status="201"}' in text
+        assert 'registry_http_request_duration_seconds_bucket{' in text
+        assert 'registry_storage_operation_duration_seconds_count{driver="filesystem"' in text
+        sent = [line for line in text.splitlines()
+                if line.startswith('registry_http_sent_bytes_total{route="blob"}')]
+        assert sent and float(sent[0].split()[-1]) >= len(image.layers[0])
+        # One JSON line per request, with the id, and never the query string.
+        lines = [json.loads(line.split("registry.requests: ", 1)[1])
+                 for line in live.log().splitlines() if "registry.requests: " in line]
+        by_id = {record["request_id"]: record for record in lines}
+        record = by_id["trace-42.a_b"]
+        assert record["route"] == "blob" and record["repository"] == "ops/app"
+        assert record["status"] == 200 and record["bytes_out"] == len(image.layers[0])
+        assert "query-value" not in live.log()
+    finally:
+        live.stop()
+
+
+def test_request_logs_name_the_identity_and_never_the_password(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {**os.environ, "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY}
+    subprocess.run([sys.executable, "-m", "registry", "user", "add", "alice", "--password-stdin",
+                    "--data-dir", str(data)], input="alice-pw-123", text=True, env=env,
+                   check=True, capture_output=True)
+    live = start_registry(data, env={"REGISTRY_AUTH_ENABLED": "true",
+                                     "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY,
+                                     "REGISTRY_SERVER_REQUEST_LOG": "true"})
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            assert http.get("/healthz").status_code == 200  # no credentials needed
+            assert http.get("/readyz").status_code == 200
+            assert http.get("/v2/", auth=("alice", "alice-pw-123")).status_code == 200
+            token = http.get("/token", auth=("alice", "alice-pw-123"),
+                             params={"service": "registry"}).json()["token"]
+            assert http.get("/v2/", headers={"Authorization": f"Bearer {token}"}
+                            ).status_code == 200
+            metrics = http.get("/metrics").text
+        assert 'registry_auth_denials_total{reason="Unauthenticated"}' in metrics
+        log = live.log()
+        assert "identity=alice" in log
+        assert "alice-pw-123" not in log and token not in log
+    finally:
+        live.stop()
+
+
+def test_read_only_mode_refuses_writes_and_serves_reads(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data")
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        image = push_image(http, "ro/app", "v1")
+    live.stop()
+    live = start_registry(tmp_path / "data", env={"REGISTRY_SERVER_READ_ONLY": "true"})
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            refused = http.post("/v2/ro/app/blobs/uploads/")
+            assert refused.status_code == 405
+            error = refused.json()["errors"][0]
+            assert error["code"] == "UNSUPPORTED" and "read-only" in error["message"]
+            assert http.delete(f"/v2/ro/app/manifests/{image.digest}").status_code == 405
+            assert http.get("/v2/ro/app/manifests/v1",
+                            headers={"Accept": image.media_type}).content == image.manifest
+            blob = random_blob(10)
+            assert http.put(f"/v2/ro/app/blobs/uploads/x?digest={sha256(blob)}",
+                            content=blob).status_code in (404, 405)
+        ecr = boto3.client("ecr", endpoint_url=live.url, region_name="us-east-1",
+                           aws_access_key_id="a", aws_secret_access_key="b")
+        assert [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]] == \
+            ["ro/app"]
+        with pytest.raises(ecr.exceptions.ClientError) as caught:
+            ecr.create_repository(repositoryName="ro/other")
+        assert "read-only" in caught.value.response["Error"]["Message"]
+    finally:
+        live.stop()
+
+
+def test_sigterm_turns_readiness_false_then_drains(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env={"REGISTRY_SERVER_DRAIN_DELAY": "2"})
+    try:
+        live.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 1.5
+        saw_unready = False
+        while time.monotonic() < deadline:
+            ready = httpx.get(live.url + "/readyz", timeout=2)
+            if ready.status_code == 503:
+                assert "draining" in ready.json()["problems"]
+                saw_unready = True
+                break
+            time.sleep(0.05)
+        assert saw_unready
+        # Still serving while the load balancer takes it out.
+        assert httpx.get(live.url + "/v2/", timeout=2).status_code == 200
+        assert live.process.wait(timeout=15) in (0, -signal.SIGTERM), live.log()[-2000:]
+        assert "draining" in live.log()
+    finally:
+        live.stop()
+
+
+def test_config_check_validates_and_masks_secrets(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[server]\nport = 5050\n[auth]\nsecret_key = "c2VjcmV0LXZhbHVl"\n'
+                    '[storage.s3]\nsecret_access_key = "s3-secret"\naccess_key_id = "AKIA"\n')
+    done = subprocess.run([sys.executable, "-m", "registry", "config", "check", str(good)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["server"]["port"] == 5050
+    assert shown["auth"]["secret_key"] == "********"
+    assert shown["storage"]["s3"]["secret_access_key"] == "********"
+    assert "s3-secret" not in done.stdout and "c2VjcmV0LXZhbHVl" not in done.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nport = \"many\"\n")
+    refused = subprocess.run([sys.executable, "-m", "registry", "config", "check", str(bad)],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "server.port" in refused.stderr
