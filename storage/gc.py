@@ -93,6 +93,12 @@ class GarbageCollector:
         await self._purge_uploads(report)
         report.finished_at = time.time()
         log.info("%s", report.summary())
+        if not self.options.dry_run:
+            await self.store.audit.record("gc", "gc:run", "*", None, {
+                "manifests": report.manifests_deleted, "links": report.links_deleted,
+                "blobs": report.blobs_deleted, "bytesFreed": report.bytes_freed,
+                "uploads": report.uploads_purged,
+                "deletedManifests": report.deleted_manifests[:200]})
         return report
 
     # -- listings ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import paths, records
+from storage.audit import AuditLog
 from storage.content import mediatypes as mt
 from storage.content.digest import Digest
 from storage.content.manifest import parse_manifest
@@ -235,9 +236,11 @@ MAX_PREVIEW = 16 * 1024 * 1024
 class LifecycleStore:
     """Policies, in-use marks, previews and runs, on top of the manifest store."""
 
-    def __init__(self, driver: Driver, manifests: ManifestStore) -> None:
+    def __init__(self, driver: Driver, manifests: ManifestStore,
+                 audit: AuditLog | None = None) -> None:
         self.driver = driver
         self.manifests = manifests
+        self.audit = audit
 
     # policy text, kept exactly as given
 
@@ -361,6 +364,11 @@ class LifecycleStore:
             except ManifestUnknown:
                 continue  # deleted meanwhile
             expired.append(_result(decision))
+            if self.audit is not None:
+                await self.audit.record("lifecycle-policy", "lifecycle:expire",
+                                        f"{name}@{decision.image.digest}", None,
+                                        {"rulePriority": decision.rule,
+                                         "imageTags": decision.image.tags})
         await self.driver.put(paths.lifecycle_state(name), records.dump({
             "lastEvaluatedAt": time.time(), "expired": expired[:1000],
             "expiredCount": len(expired)}))

@@ -21,6 +21,10 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
         _inuse/sha256/<hex>/<holder>           the image is in use by <holder>: never expired
         _gc                                    a GC pass over the repository is in progress
         _manifests/upstream/<tag>              pull-through cache: when the tag was last checked
+        _replication/<destination>/sha256/<hex>
+                                               replication status of the image (COMPLETE/FAILED)
+        _replication/<destination>/sha256/<hex>+jobs/<event id>
+                                               a copy of the image is queued (IN_PROGRESS)
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
@@ -30,12 +34,17 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
       signing-keys/<kid>                       token signing key (encrypted private key)
     registry/
       policy                                   the registry policy document
+      replication                              the replication configuration (rules)
     gc/
       tombs/sha256/<hex>                       GC is about to delete this blob (storage/sweeps.py)
     pull-through/
       <prefix>+rule                            a pull-through cache rule (ROOT+rule: every name)
     secrets/
       ecr-pullthroughcache/<name>              upstream credentials, sealed
+    taskdefs/
+      <family>                                 images a task definition family holds in use
+    audit/
+      <yyyy>/<mm>/<dd>/<time-ns>-<random>      one audit entry (who, what, when, from where)
     leases/
       <job>                                    which replica runs a periodic job, and until when
     templates/
@@ -249,3 +258,27 @@ def iam_records(kind: str) -> str:
 
 def iam_record(kind: str, name: str) -> str:
     return iam_records(kind) + name
+
+
+def replication_configuration() -> str:
+    return "registry/replication"
+
+
+def replication_status(name: str, destination: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_replication/{destination}/{digest.algorithm}/{digest.hex}"
+
+
+JOBS = "+jobs/"
+
+
+def replication_jobs(name: str, destination: str, digest: Digest) -> str:
+    """Prefix of the queued copies of an image to a destination, one key per job (event id)."""
+    return replication_status(name, destination, digest) + JOBS
+
+
+def replication_job(name: str, destination: str, digest: Digest, event_id: str) -> str:
+    return replication_jobs(name, destination, digest) + event_id
+
+
+def replication(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_replication/"

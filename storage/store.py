@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from storage.audit import AuditLog
 from storage.blobs import BlobStore
 from storage.drivers.base import Driver
 from storage.events import EventQueue, Subscription
@@ -29,7 +30,8 @@ class Store:
         self.blobs = BlobStore(driver, self.repositories, self.sweeps)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs, self.events)
-        self.lifecycle = LifecycleStore(driver, self.manifests)
+        self.audit = AuditLog(driver)
+        self.lifecycle = LifecycleStore(driver, self.manifests, self.audit)
         self.iam = IamStore(driver)
         self.leases = Leases(driver)
         self.pull_through = PullThroughStore(driver)

@@ -155,3 +155,33 @@ def test_config_check_validates_and_masks_secrets(tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, "-m", "registry", "config", "check", str(bad)],
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2 and "server.port" in refused.stderr
+
+
+def test_the_audit_trail_records_changes_and_deletes(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data")
+    try:
+        ecr = boto3.client("ecr", endpoint_url=live.url, region_name="us-east-1",
+                           aws_access_key_id="a", aws_secret_access_key="b")
+        ecr.create_repository(repositoryName="audited/app")
+        ecr.put_image_tag_mutability(repositoryName="audited/app", imageTagMutability="IMMUTABLE")
+        ecr.describe_repositories()  # reads are not audited
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            image = push_image(http, "audited/app", "v1")
+            assert http.delete(f"/v2/audited/app/manifests/{image.digest}").status_code == 202
+    finally:
+        live.stop()
+    done = subprocess.run([sys.executable, "-m", "registry", "audit", "--data-dir",
+                           str(tmp_path / "data")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["action"], e["target"]) for e in entries] == [
+        ("ecr:CreateRepository", "audited/app"),
+        ("ecr:PutImageTagMutability", "audited/app"),
+        ("DeleteManifest", f"audited/app@{image.digest}"),
+    ]
+    assert all(e["address"] == "127.0.0.1" and e["when"] for e in entries)
+    assert entries[1]["detail"] == {"imageTagMutability": "IMMUTABLE"}
+    later = subprocess.run([sys.executable, "-m", "registry", "audit", "--since", "2999-01-01",
+                            "--data-dir", str(tmp_path / "data")], capture_output=True,
+                           text=True, timeout=30)
+    assert later.returncode == 0 and later.stdout == ""

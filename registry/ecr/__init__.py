@@ -124,6 +124,9 @@ OPERATIONS: dict[str, str] = {
     "DescribeRepositoryCreationTemplates": "templates:describe_repository_creation_templates",
     "UpdateRepositoryCreationTemplate": "templates:update_repository_creation_template",
     "DeleteRepositoryCreationTemplate": "templates:delete_repository_creation_template",
+    # replication
+    "PutReplicationConfiguration": "replication:put_replication_configuration",
+    "DescribeImageReplicationStatus": "replication:describe_image_replication_status",
 }
 # What a read-only registry (maintenance) still answers.
 READ_ONLY_PREFIXES = ("Describe", "List", "Get", "BatchGet", "BatchCheck", "Validate")
@@ -134,7 +137,7 @@ GLOBAL_OPERATIONS = frozenset({
     "DescribeRepositoryCreationTemplates", "UpdateRepositoryCreationTemplate",
     "DeleteRepositoryCreationTemplate", "CreatePullThroughCacheRule",
     "DescribePullThroughCacheRules", "UpdatePullThroughCacheRule", "DeletePullThroughCacheRule",
-    "ValidatePullThroughCacheRule",
+    "ValidatePullThroughCacheRule", "PutReplicationConfiguration",
 })
 
 
@@ -180,6 +183,8 @@ async def handle(request: Request) -> Response:
         context = Context(request, request.app.state.store, settings, caller)
         await _authorize(context, name, params)
         result = await run(context, params)
+        if not name.startswith(READ_ONLY_PREFIXES) and name not in UNAUDITED:
+            await _audit(context, name, params)
         return Response(json.dumps(result).encode(),
                         media_type=CONTENT_TYPE)
     except errors.EcrError as exc:
@@ -254,6 +259,23 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
                 "AccessDeniedException",
                 f"User: {caller.arn} is not authorized to perform: ecr:{operation} on "
                 f"resource: {resource}", 400)
+
+
+# Not changes of configuration or content on their own (a layer part; a token for oneself).
+UNAUDITED = frozenset({"UploadLayerPart", "InitiateLayerUpload", "CompleteLayerUpload",
+                       "GetAuthorizationToken", "StartLifecyclePolicyPreview"})
+# Parameters an audit entry leaves out: bulky, or not the trail's business.
+_UNRECORDED = frozenset({"imageManifest", "layerPartBlob", "policyText",
+                         "lifecyclePolicyText", "repositoryPolicy", "lifecyclePolicy"})
+
+
+async def _audit(context: Context, operation: str, params: dict[str, Any]) -> None:
+    target = params.get("repositoryName") or params.get("resourceArn") or params.get(
+        "prefix") or params.get("ecrRepositoryPrefix") or "*"
+    detail = {k: v for k, v in params.items()
+              if k not in _UNRECORDED and k not in ("repositoryName", "registryId")}
+    await context.store.audit.record(context.caller.arn, f"ecr:{operation}", str(target),
+                                     client_address(context.request), detail or None)
 
 
 def _error(type_: str, message: str, status: int,

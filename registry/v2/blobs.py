@@ -9,7 +9,7 @@ from auth.actions import DELETE, PULL
 from registry import signed_urls
 from registry.pullthrough import PullThroughCache
 from registry.settings import Settings
-from registry.v2.common import repository, require_deletes, store, url_path
+from registry.v2.common import audit_delete, repository, require_deletes, store, url_path
 from storage.blobs import parse_range
 from storage.content.digest import Digest
 from storage.content.names import check_name
@@ -94,4 +94,5 @@ async def delete_blob(request: Request) -> Response:
     digest = Digest.parse(request.path_params["digest"])
     require_deletes(request)
     await store(request).blobs.unlink(name, digest)
+    await audit_delete(request, "DeleteBlob", f"{name}@{digest}")
     return Response(status_code=202)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from auth.actions import PULL
-from registry.auth import require
+from registry.auth import client_address, identity, require
 from storage.content.names import check_name
 from storage.errors import RegistryError, SizeInvalid, Unsupported
 from storage.store import Store
@@ -67,6 +67,13 @@ async def read_bounded(request: Request, limit: int, error: RegistryError) -> by
             raise error
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def audit_delete(request: Request, action: str, target: str) -> None:
+    """Every delete goes into the audit trail: who (the caller), what, from where."""
+    ident = await identity(request)
+    actor = ident.caller.arn if ident is not None and ident.caller.user else "anonymous"
+    await store(request).audit.record(actor, action, target, client_address(request))
 
 
 def require_deletes(request: Request) -> None:

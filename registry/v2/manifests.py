@@ -8,7 +8,14 @@ from starlette.responses import Response
 from auth.actions import DELETE, PULL, PUSH
 from registry.auth import require_create
 from registry.pullthrough import PullThroughCache
-from registry.v2.common import read_bounded, repository, require_deletes, store, url_path
+from registry.v2.common import (
+    audit_delete,
+    read_bounded,
+    repository,
+    require_deletes,
+    store,
+    url_path,
+)
 from storage.content.manifest import MAX_MANIFEST_SIZE
 from storage.content.names import is_tag
 from storage.errors import ManifestTooLarge, TagInvalid
@@ -62,5 +69,8 @@ async def get_manifest(request: Request) -> Response:
 async def delete_manifest(request: Request) -> Response:
     name = await repository(request, DELETE)
     require_deletes(request)
-    await store(request).manifests.delete(name, request.path_params["reference"])
+    reference = request.path_params["reference"]
+    await store(request).manifests.delete(name, reference)
+    await audit_delete(request, "DeleteManifest", f"{name}:{reference}" if is_tag(reference)
+                       else f"{name}@{reference}")
     return Response(status_code=202)
