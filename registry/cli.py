@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from registry.commands import config, events, gc, iam, lifecycle, upstream
+from registry.commands import audit, config, events, gc, iam, lifecycle, taskdef, upstream
 from registry.settings import Settings, SettingsError, load_settings
 
 
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(commands, _common)
     upstream.add_parser(commands, _common)
     config.add_parser(commands, _common)
+    audit.add_parser(commands, _common)
+    taskdef.add_parser(commands, _common)
     return parser
 
 
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from registry.server import serve
 
         return serve(settings)
+    if getattr(args, "taskdef", False):
+        return taskdef.run(settings, args)
+    if getattr(args, "audit", False):
+        return audit.run(settings, args)
     if getattr(args, "config_check", False):
         return config.run(settings, args)
     if getattr(args, "upstream", False):
