@@ -52,7 +52,8 @@ CHECKS: list[Check] = []
 FIXTURES: dict[str, FixtureFunc] = {}
 
 
-def check(workflow: str, name: str, *, provides: tuple[str, ...] = ()) -> Callable[[CheckFunc], CheckFunc]:
+def check(workflow: str, name: str, *,
+          provides: tuple[str, ...] = ()) -> Callable[[CheckFunc], CheckFunc]:
     if workflow not in WORKFLOWS:
         raise ValueError(f"unknown workflow {workflow!r}")
 
@@ -196,7 +197,8 @@ def error_codes(resp: httpx.Response) -> list[str]:
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):
         return []
-    return [str(e["code"]) for e in errors if isinstance(e, dict) and isinstance(e.get("code"), str)]
+    return [str(e["code"]) for e in errors
+            if isinstance(e, dict) and isinstance(e.get("code"), str)]
 
 
 def error_suffix(resp: httpx.Response) -> str:

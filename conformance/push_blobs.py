@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -205,10 +206,8 @@ def _mount(ctx: Context, digest: str, source: str | None) -> httpx.Response:
 
 
 def _cancel(ctx: Context, resp: httpx.Response) -> None:
-    try:
+    with contextlib.suppress(Failed, httpx.HTTPError):
         ctx.request("DELETE", ctx.location(resp))
-    except (Failed, httpx.HTTPError):
-        pass
 
 
 def _expect_mounted(ctx: Context, resp: httpx.Response, blob: Blob) -> None:

@@ -180,7 +180,8 @@ def referrer_annotations(ctx: Context) -> None:
 def artifact_type_filter(ctx: Context) -> None:
     refs, _, _ = _listing(ctx)
     resp, entries = fetch_referrers(ctx, refs.subject.manifest.digest, TYPE_A)
-    applied = [f.strip() for v in resp.headers.get_list("OCI-Filters-Applied") for f in v.split(",")]
+    applied = [f.strip() for v in resp.headers.get_list("OCI-Filters-Applied")
+               for f in v.split(",")]
     digests = sorted(str(e.get("digest")) for e in entries)
     if "artifactType" in applied:
         if digests != [refs.a.digest]:
