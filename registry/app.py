@@ -15,6 +15,7 @@ from starlette.routing import Route
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
+from registry.limits import RateLimiter
 from registry.observability import (
     InstrumentedDriver,
     Metrics,
@@ -70,6 +71,7 @@ def build_store(settings: Settings, metrics: Metrics | None = None) -> Store:
 
 def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
+    limiter = RateLimiter(settings.limits)
     store = build_store(settings, metrics)
 
     @contextlib.asynccontextmanager
@@ -100,11 +102,13 @@ def create_app(settings: Settings) -> Starlette:
             Exception: errors.unexpected_error_handler,
         },
         lifespan=lifespan,
-        middleware=[Middleware(RequestMiddleware, settings=settings, metrics=metrics)],
+        middleware=[Middleware(RequestMiddleware, settings=settings, metrics=metrics,
+                               limiter=limiter)],
     )
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.limits = limiter
     app.state.pull_through = PullThroughCache(settings, store)
     app.state.auth = None  # set at start-up when auth is enabled
     return app

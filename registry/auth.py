@@ -136,6 +136,24 @@ async def require(request: Request, name: str, action: str) -> None:
     raise Unauthenticated("authentication required", scope=scope)
 
 
+async def check_rate(request: Request, api_class: str | None = None) -> None:
+    """Count the request against its caller's rate for its API class (registry/limits.py):
+    the authenticated user, else the client's address."""
+    limiter = getattr(request.app.state, "limits", None)
+    if limiter is None or not limiter.settings.enabled:
+        return
+    if api_class is None:
+        from registry.limits import DATA_PLANE
+        from registry.observability import classify
+
+        api_class = DATA_PLANE.get((classify(request.url.path)[0], request.method))
+        if api_class is None:
+            return
+    ident = await identity(request)
+    user = ident.caller.user if ident is not None else None
+    limiter.check(api_class, f"user:{user}" if user else f"address:{client_address(request)}")
+
+
 async def require_create(request: Request, name: str) -> None:
     """A push that creates its repository (a creation template's CREATE_ON_PUSH) needs
     `ecr:CreateRepository` on it, as in ECR."""

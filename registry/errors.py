@@ -34,6 +34,7 @@ OCI_ERRORS: dict[type[Exception], tuple[str, int]] = {
     e.ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 400),
     e.PaginationInvalid: ("PAGINATION_NUMBER_INVALID", 400),
     e.Unsupported: ("UNSUPPORTED", 405),
+    e.RateLimited: ("TOOMANYREQUESTS", 429),
     e.StorageUnavailable: ("UNAVAILABLE", 503),
 }
 
@@ -78,6 +79,8 @@ async def registry_error_handler(request: Request, exc: Exception) -> Response:
         headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, e.UploadOffsetMismatch):
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
+    if isinstance(exc, e.RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
     return error_response(request, code, status, exc.message, exc.detail, headers)
 
 

@@ -36,7 +36,10 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from registry.errors import error_response
+from registry.limits import RateLimiter
 from registry.settings import Settings
+from storage.errors import RateLimited
 
 log = logging.getLogger("registry.requests")
 Scope = MutableMapping[str, Any]
@@ -113,10 +116,12 @@ class Metrics:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
+                 limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,12 +157,27 @@ class RequestMiddleware:
                 counts["out"] += len(message.get("body", b""))
             await send(message)
 
+        uploading = (self.limiter is not None and route == "blob_upload"
+                     and method in ("POST", "PATCH", "PUT"))
+        if uploading:
+            assert self.limiter is not None
+            try:
+                self.limiter.start_upload()
+            except RateLimited as exc:
+                response = error_response(Request(scope), "TOOMANYREQUESTS", 429, exc.message,
+                                          None, {"Retry-After": str(exc.retry_after)})
+                await response(scope, receive_counted, send_counted)
+                metrics.requests.labels(route, method, "429").inc()
+                return
         gauge = metrics.in_flight.labels(route)
         gauge.inc()
         try:
             await self.app(scope, receive_counted, send_counted)
         finally:
             gauge.dec()
+            if uploading:
+                assert self.limiter is not None
+                self.limiter.end_upload()
             elapsed = time.perf_counter() - started
             status = str(counts["status"])
             metrics.requests.labels(route, method, status).inc()

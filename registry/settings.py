@@ -141,6 +141,15 @@ class EventsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    enabled: bool = False  # rate limits per identity (or address) and API class, per replica
+    scale: float = 1.0  # multiplies ECR's published rates (the defaults)
+    burst_seconds: float = 2.0  # a bucket holds this many seconds' worth of requests
+    rates: dict[str, float] = field(default_factory=dict)  # per class, e.g. {PutImage = 50}
+    max_concurrent_uploads: int = 0  # upload requests in flight per replica; 0: no cap
+
+
+@dataclass(frozen=True, slots=True)
 class PullThroughSettings:
     tag_ttl: int = 86400  # seconds a cached tag is served before the upstream is asked again
 
@@ -155,6 +164,7 @@ class Settings:
     gc: GcSettings = field(default_factory=GcSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
     pull_through: PullThroughSettings = field(default_factory=PullThroughSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
 
 def load_settings(
@@ -256,10 +266,15 @@ def _json_list(value: Any, key: str) -> list[Any]:
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is dict:
-        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                           for k, v in value.items()):
-            return dict(value)
-        raise SettingsError(f"setting {key!r} must be a table of strings")
+        if isinstance(value, str):  # from the environment: JSON
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise SettingsError(f"setting {key!r} must be a JSON object") from None
+        item = typing.get_args(hint)[1]
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return {k: _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+        raise SettingsError(f"setting {key!r} must be a table")
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -34,6 +34,7 @@ def _check_service(auth: AuthServices, service: str | None) -> None:
 
 async def get_token(request: Request) -> Response:
     """Docker token flow: Basic credentials (or none: anonymous) and `scope` parameters."""
+    _count(request)
     auth = _services(request)
     params = request.query_params
     _check_service(auth, params.get("service"))
@@ -53,6 +54,7 @@ async def get_token(request: Request) -> Response:
 async def post_token(request: Request) -> Response:
     """OAuth2 form: `grant_type=password` or `refresh_token`; `access_type=offline` returns a
     refresh token."""
+    _count(request)
     auth = _services(request)
     raw = await read_bounded(request, MAX_FORM, SizeInvalid("token request too large"))
     form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
@@ -96,6 +98,13 @@ async def _answer(auth: AuthServices, caller: Caller, scope_values: list[str], a
     if offline and caller.user:
         body["refresh_token"] = auth.tokens.issue_refresh(caller.user)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _count(request: Request) -> None:
+    """Token requests are rate-limited per address (before any password is checked)."""
+    limiter = getattr(request.app.state, "limits", None)
+    if limiter is not None:
+        limiter.check("GetAuthorizationToken", f"address:{client_address(request)}")
 
 
 async def jwks(request: Request) -> Response:

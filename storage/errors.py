@@ -96,6 +96,14 @@ class Unsupported(RegistryError):
     pass
 
 
+class RateLimited(RegistryError):
+    """Too many requests of one class from one identity or address; retry after a while."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StorageUnavailable(RegistryError):
     """The backend failed in a way the client did not cause (retryable)."""
 

@@ -172,6 +172,9 @@ async def handle(request: Request) -> Response:
         body = await read_bounded(request, limit,
                                   SizeInvalid(f"request body larger than {limit} bytes"))
         caller = await _authenticate(request, body, name)
+        limiter = request.app.state.limits
+        limiter.check(name, f"user:{caller.user}" if caller.user and services(request)
+                      else f"address:{client_address(request)}")
         try:
             params = json.loads(body or b"{}")
         except ValueError:

@@ -46,6 +46,7 @@ ECR_ERRORS: dict[type[Exception], tuple[str, int]] = {
     e.ManifestChildUnknown: ("ReferencedImagesNotFoundException", 400),
     e.ManifestBlobUnknown: ("LayersNotFoundException", 400),
     e.ManifestInvalid: ("InvalidParameterException", 400),
+    e.RateLimited: ("ThrottlingException", 400),
     e.StorageUnavailable: ("ServerException", 500),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.auth import pullable, require_catalog
+from registry.auth import check_rate, pullable, require_catalog
 from registry.v2.common import store, url_path
 from registry.v2.tags import next_link, page_size
 
@@ -14,6 +14,7 @@ DEFAULT_PAGE = 1000
 
 async def catalog(request: Request) -> Response:
     await require_catalog(request)
+    await check_rate(request)
     n = page_size(request)
     names, more = await store(request).repositories.list(
         request.query_params.get("last"), DEFAULT_PAGE if n is None else n

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from auth.actions import PULL
-from registry.auth import client_address, identity, require
+from registry.auth import check_rate, client_address, identity, require
 from storage.content.names import check_name
 from storage.errors import RegistryError, SizeInvalid, Unsupported
 from storage.store import Store
@@ -23,6 +23,7 @@ async def repository(request: Request, action: str) -> str:
     delete) on it."""
     name = check_name(request.path_params["name"])
     await require(request, name, action)
+    await check_rate(request)
     if action != PULL and request.app.state.settings.server.read_only:
         raise Unsupported("the registry is read-only for maintenance: pushes and deletes are "
                           "refused until it ends")
