@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from registry.events import deliver_forever
 from registry.observability import Metrics
+from registry.replication import replicate_forever, replication_store
 from registry.settings import Settings
 from storage.gc import GarbageCollector, GcOptions
 from storage.lifecycle import run_all
@@ -68,6 +69,9 @@ async def scheduled_jobs(settings: Settings, store: Store,
 
     for endpoint in settings.events.endpoints:
         tasks.append(asyncio.create_task(deliver_forever(settings, store, endpoint)))
+    replication_store(store, settings)  # pushes queue replication jobs from now on
+    for destination in settings.replication.destinations:
+        tasks.append(asyncio.create_task(replicate_forever(settings, store, destination)))
     if settings.gc.interval > 0:
         tasks.append(asyncio.create_task(
             _periodic(store, "gc", settings.gc.interval, collect, metrics)))

@@ -141,6 +141,30 @@ class EventsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationDestination:
+    """Another registry images are copied to, standing in for ECR's (region, registryId)
+    destination: PutReplicationConfiguration names it by those two."""
+
+    name: str = ""
+    region: str = ""
+    registry_id: str = ""  # 12 digits
+    url: str = ""  # the destination registry's base URL (its /v2/ API)
+    username: str | None = None  # Basic credentials, also for its token endpoint
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 60.0  # seconds per network operation (connect, a read, a write)
+    max_attempts: int = 10  # then the job goes to the dead-letter list: status FAILED
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
+    max_backoff: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    # TOML: [[replication.destinations]] tables; environment: REGISTRY_REPLICATION_DESTINATIONS
+    # as a JSON list.
+    destinations: tuple[ReplicationDestination, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsSettings:
     enabled: bool = False  # rate limits per identity (or address) and API class, per replica
     scale: float = 1.0  # multiplies ECR's published rates (the defaults)
@@ -165,6 +189,7 @@ class Settings:
     events: EventsSettings = field(default_factory=EventsSettings)
     pull_through: PullThroughSettings = field(default_factory=PullThroughSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
 
 def load_settings(
@@ -364,6 +389,16 @@ def _validate(settings: Any, where: str) -> None:
         names = [e.name for e in settings.endpoints]
         if len(set(names)) != len(names):
             raise SettingsError("setting 'events.endpoints': names must be unique")
+    if isinstance(settings, ReplicationDestination):
+        _validate_destination(settings, where)
+    if isinstance(settings, ReplicationSettings):
+        names = [d.name for d in settings.destinations]
+        if len(set(names)) != len(names):
+            raise SettingsError("setting 'replication.destinations': names must be unique")
+        places = [(d.region, d.registry_id) for d in settings.destinations]
+        if len(set(places)) != len(places):
+            raise SettingsError("setting 'replication.destinations': each (region, "
+                                "registry_id) may be named once")
     if isinstance(settings, S3Settings):
         if settings.part_size < 5 * 1024 * 1024:
             raise SettingsError(
@@ -377,3 +412,23 @@ def _validate(settings: Any, where: str) -> None:
         if bool(settings.access_key_id) != bool(settings.secret_access_key):
             raise SettingsError("settings 'storage.s3.access_key_id' and 'secret_access_key' "
                                 "go together")
+
+
+def _validate_destination(settings: ReplicationDestination, where: str) -> None:
+    if not settings.name or not all(c.isalnum() or c in "._-" for c in settings.name):
+        raise SettingsError(f"setting '{where}.name' is required: letters, digits, ._-")
+    if not (2 <= len(settings.region) <= 25
+            and all(c.isdigit() or c.islower() or c == "-" for c in settings.region)
+            and settings.region.isascii()):
+        raise SettingsError(f"setting '{where}.region' must be 2 to 25 of [0-9a-z-]")
+    if not (len(settings.registry_id) == 12 and settings.registry_id.isdigit()
+            and settings.registry_id.isascii()):
+        raise SettingsError(f"setting '{where}.registry_id' must be 12 digits")
+    if not settings.url.startswith(("http://", "https://")):
+        raise SettingsError(f"setting '{where}.url' must be an http(s) URL")
+    if bool(settings.username) != bool(settings.password):
+        raise SettingsError(f"settings '{where}.username' and 'password' go together")
+    if settings.max_attempts < 1 or settings.timeout <= 0 or settings.backoff <= 0 \
+            or settings.max_backoff < settings.backoff:
+        raise SettingsError(f"settings '{where}': max_attempts, timeout and backoff must be "
+                            "positive, and max_backoff at least backoff")

@@ -2,12 +2,13 @@
 raised them answers, then delivered at least once to each subscribed endpoint.
 
 Layout: `events/pending/<endpoint>/<id>` holds one record per event and endpoint, written when
-the event happens (filters are applied then); `events/dead/<endpoint>/<id>` holds what failed
-`max_attempts` times. Ids start with the time in nanoseconds, so a listing is in time order and
-an endpoint's queue is delivered in that order (one sender per endpoint, chosen by a lease; an
-event that keeps failing holds back the ones after it until it is delivered or dead-lettered,
-which keeps each repository's events in order). A record is deleted only after its endpoint
-acknowledged it: a crash in between means it is delivered again (at least once).
+the event happens (filters are applied then; a subscription source, such as replication, may
+name further queues per event: `replicate.<destination>`); `events/dead/<endpoint>/<id>` holds
+what failed `max_attempts` times. Ids start with the time in nanoseconds, so a listing is in
+time order and an endpoint's queue is delivered in that order (one sender per endpoint, chosen
+by a lease; an event that keeps failing holds back the ones after it until it is delivered or
+dead-lettered, which keeps each repository's events in order). A record is deleted only after
+its endpoint acknowledged it: a crash in between means it is delivered again (at least once).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from storage import records
 from storage.drivers.base import Driver
@@ -50,24 +51,37 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
 
 
+class SubscriptionSource(Protocol):
+    """Subscriptions decided per event when it is emitted (replication rules kept in storage):
+    the queues, beside the configured endpoints, that should get it. May write its own
+    bookkeeping first; an exception fails the emit, as a failed queue write does."""
+
+    async def queues_for(self, event: dict[str, Any]) -> list[str]: ...
+
+
 def new_id() -> str:
     return f"{time.time_ns():020d}-{os.urandom(6).hex()}"
 
 
 class EventQueue:
-    def __init__(self, driver: Driver, subscriptions: Iterable[Subscription] = ()) -> None:
+    def __init__(self, driver: Driver, subscriptions: Iterable[Subscription] = (),
+                 sources: Iterable[SubscriptionSource] = ()) -> None:
         self.driver = driver
         self.subscriptions = tuple(subscriptions)
+        self.sources = list(sources)
         self.wakeup = asyncio.Event()  # set when this process queues something
 
     @property
     def enabled(self) -> bool:
-        return bool(self.subscriptions)
+        return bool(self.subscriptions or self.sources)
+
+    def add_source(self, source: SubscriptionSource) -> None:
+        self.sources.append(source)
 
     async def emit(self, action: str, repository: str, digest: str, tag: str | None = None,
                    media_type: str | None = None, size: int | None = None) -> None:
         """Queue an event for every endpoint that wants it (durable when this returns)."""
-        if not self.subscriptions:
+        if not self.enabled:
             return
         event: dict[str, Any] = {"id": new_id(), "time": time.time(), "action": action,
                                  "repository": repository, "digest": digest}
@@ -78,6 +92,8 @@ class EventQueue:
         if size is not None:
             event["size"] = size
         wanted = [s.endpoint for s in self.subscriptions if s.wants(event)]
+        for source in self.sources:
+            wanted += [q for q in await source.queues_for(event) if q not in wanted]
         await asyncio.gather(*(self.driver.put(f"{PENDING}{endpoint}/{event['id']}",
                                                records.dump({"event": event, "attempts": 0}))
                                for endpoint in wanted))

@@ -145,6 +145,7 @@ class RepositoryStore:
                     paths.lifecycle_preview(name)):
             await self.driver.delete(key)
         await self.driver.delete_prefix(paths.in_use_marks(name))
+        await self.driver.delete_prefix(paths.replication(name))
 
     async def exists(self, name: str) -> bool:
         return await self.driver.exists(paths.catalog_marker(name))

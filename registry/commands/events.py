@@ -18,7 +18,10 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.replication import queue_name
+
     names = [e.name for e in settings.events.endpoints]
+    names += [queue_name(d.name) for d in settings.replication.destinations]
     chosen = [args.endpoint] if args.endpoint else names
     unknown = [n for n in chosen if n not in names]
     if unknown:

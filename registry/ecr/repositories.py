@@ -19,6 +19,7 @@ from registry.ecr.params import (
     repository_name,
     resource_tags,
 )
+from registry.replication import replication_store
 
 if TYPE_CHECKING:
     from registry.ecr import Context
@@ -154,5 +155,7 @@ async def put_image_scanning_configuration(context: Context,
 
 
 async def describe_registry(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """No replication: the rules are always empty."""
-    return {"registryId": context.account, "replicationConfiguration": {"rules": []}}
+    """The registry id and the stored replication configuration (PutReplicationConfiguration)."""
+    replication = replication_store(context.store, context.settings)
+    return {"registryId": context.account,
+            "replicationConfiguration": await replication.configuration(fresh=True)}
