@@ -14,6 +14,7 @@ from registry.ecr.params import (
     decode_token,
     digest,
     encode_token,
+    existing_repository,
     max_results,
     repository_name,
 )
@@ -31,14 +32,6 @@ MAX_IMAGE_IDS = 100
 MAX_REFERRERS_RESULTS = 50
 TAG_STATUS = ("TAGGED", "UNTAGGED", "ANY")
 
-
-async def _repository(context: Context, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    check_registry(context, params)
-    name = repository_name(params)
-    record = await context.store.repositories.get(name)
-    if record is None:
-        raise errors.repository_not_found(name, context.account)
-    return name, record
 
 
 def _tag_status(params: dict[str, Any]) -> str:
@@ -117,7 +110,7 @@ async def _resolve(context: Context, name: str, image_id: dict[str, Any]) -> Dig
 
 
 async def list_images(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, _ = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     limit = max_results(params, DEFAULT_RESULTS, MAX_RESULTS)
     status = _tag_status(params)
     after = decode_token(params)
@@ -150,7 +143,7 @@ def _entries(context: Context, name: str, after: str | None,
 
 
 async def describe_images(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, _ = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     if params.get("imageIds") is not None:
         if "maxResults" in params or "nextToken" in params:
             raise errors.invalid("imageIds cannot be used with maxResults or nextToken")
@@ -248,7 +241,7 @@ async def _image_size(context: Context, name: str, found: Digest) -> int:
 
 
 async def batch_get_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, _ = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     image_ids = _image_ids(params)
     accepted = params.get("acceptedMediaTypes")
     if accepted is not None and (not isinstance(accepted, list) or not 1 <= len(accepted) <= 100
@@ -331,7 +324,7 @@ async def put_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def batch_delete_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, _ = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     image_ids = _image_ids(params)
     if not context.settings.storage.delete_enabled:
         raise errors.invalid("deletes are disabled on this registry (storage.delete_enabled)")
@@ -365,7 +358,7 @@ async def batch_delete_image(context: Context, params: dict[str, Any]) -> dict[s
 
 
 async def list_image_referrers(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, _ = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     subject_id = params.get("subjectId")
     if not isinstance(subject_id, dict):
         raise errors.invalid("subjectId must name an imageDigest")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry import signed_urls
 from registry.ecr import errors
-from registry.ecr.params import check_registry, digest, repository_name
+from registry.ecr.params import check_registry, digest, existing_repository, repository_name
 from storage.content.digest import Digest
 from storage.errors import BlobUnknown, DigestInvalid, UploadBusy, UploadOffsetMismatch
 from storage.uploads import UploadSession
@@ -30,13 +30,6 @@ MAX_PART = 20 * 1024 * 1024  # botocore's LayerPartBlob maximum
 LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MAX_DIGESTS = 100
 
-
-async def _existing(context: Context, params: dict[str, Any]) -> str:
-    check_registry(context, params)
-    name = repository_name(params)
-    if await context.store.repositories.get(name) is None:
-        raise errors.repository_not_found(name, context.account)
-    return name
 
 
 def _upload_id(params: dict[str, Any]) -> str:
@@ -72,7 +65,7 @@ async def _nothing() -> AsyncIterator[bytes]:
 
 async def batch_check_layer_availability(context: Context,
                                          params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     digests = params.get("layerDigests")
     if (not isinstance(digests, list) or not 1 <= len(digests) <= MAX_DIGESTS
             or not all(isinstance(d, str) and len(d) <= 1000 for d in digests)):
@@ -111,7 +104,7 @@ async def initiate_layer_upload(context: Context, params: dict[str, Any]) -> dic
 
 
 async def upload_layer_part(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     upload_id = _upload_id(params)
     first = _position(params, "partFirstByte")
     last = _position(params, "partLastByte")
@@ -147,7 +140,7 @@ async def upload_layer_part(context: Context, params: dict[str, Any]) -> dict[st
 
 
 async def complete_layer_upload(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     upload_id = _upload_id(params)
     digests = params.get("layerDigests")
     if not isinstance(digests, list) or len(digests) != 1:
@@ -180,7 +173,7 @@ async def complete_layer_upload(context: Context, params: dict[str, Any]) -> dic
 
 
 async def get_download_url_for_layer(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     layer = digest(params.get("layerDigest"), "layerDigest")
     blobs = context.store.blobs
     if not await blobs.linked(name, layer):

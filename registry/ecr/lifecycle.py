@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry.ecr import errors
-from registry.ecr.params import check_registry, decode_token, encode_token, repository_name
+from registry.ecr.params import (
+    decode_token,
+    encode_token,
+    existing_repository,
+)
 from storage.lifecycle import MAX_POLICY_TEXT
 
 if TYPE_CHECKING:
@@ -16,13 +20,6 @@ if TYPE_CHECKING:
 
 MAX_PREVIEW_RESULTS = 100
 
-
-async def _repository(context: Context, params: dict[str, Any]) -> str:
-    check_registry(context, params)
-    name = repository_name(params)
-    if await context.store.repositories.get(name) is None:
-        raise errors.repository_not_found(name, context.account)
-    return name
 
 
 def _text(params: dict[str, Any], required: bool = True) -> str | None:
@@ -42,7 +39,7 @@ def _not_found(context: Context, name: str) -> errors.EcrError:
 
 
 async def put_lifecycle_policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     text = _text(params)
     assert text is not None
     await context.store.lifecycle.put_policy(name, text)
@@ -50,7 +47,7 @@ async def put_lifecycle_policy(context: Context, params: dict[str, Any]) -> dict
 
 
 async def get_lifecycle_policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     text = await context.store.lifecycle.policy(name)
     if text is None:
         raise _not_found(context, name)
@@ -70,7 +67,7 @@ async def delete_lifecycle_policy(context: Context, params: dict[str, Any]) -> d
 
 async def start_lifecycle_policy_preview(context: Context,
                                          params: dict[str, Any]) -> dict[str, Any]:
-    name = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     lifecycle = context.store.lifecycle
     text = _text(params, required=False) or await lifecycle.policy(name)
     if text is None:
@@ -83,7 +80,7 @@ async def start_lifecycle_policy_preview(context: Context,
 
 async def get_lifecycle_policy_preview(context: Context,
                                        params: dict[str, Any]) -> dict[str, Any]:
-    name = await _repository(context, params)
+    name, _ = await existing_repository(context, params)
     record = await context.store.lifecycle.preview(name)
     if record is None:
         raise errors.EcrError(

@@ -36,6 +36,18 @@ def repository_name(params: dict[str, Any], key: str = "repositoryName") -> str:
                              "[a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*''") from None
 
 
+async def existing_repository(context: Context,
+                              params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The checked `registryId` and `repositoryName`, and the repository's settings record;
+    RepositoryNotFoundException when it does not exist."""
+    check_registry(context, params)
+    name = repository_name(params)
+    record = await context.store.repositories.get(name)
+    if record is None:
+        raise errors.repository_not_found(name, context.account)
+    return name, record
+
+
 def check_registry(context: Context, params: dict[str, Any]) -> None:
     registry_id = params.get("registryId")
     if registry_id is not None and registry_id != context.account:

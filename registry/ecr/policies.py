@@ -14,7 +14,7 @@ from auth.iam_records import parse_policy
 from auth.policy import Decision, Policy, PolicyInvalid, Request, evaluate
 from registry.auth import client_address, services
 from registry.ecr import errors
-from registry.ecr.params import check_registry, repository_name
+from registry.ecr.params import existing_repository
 
 if TYPE_CHECKING:
     from registry.ecr import Context
@@ -29,13 +29,6 @@ def _parse(params: dict[str, Any]) -> tuple[str, Policy]:
     except PolicyInvalid as exc:
         raise errors.invalid(f"Invalid parameter at 'policyText': {exc}") from None
 
-
-async def _existing(context: Context, params: dict[str, Any]) -> str:
-    check_registry(context, params)
-    name = repository_name(params)
-    if await context.store.repositories.get(name) is None:
-        raise errors.repository_not_found(name, context.account)
-    return name
 
 
 def _no_repository_policy(context: Context, name: str) -> errors.EcrError:
@@ -63,7 +56,7 @@ def _locks_out(context: Context, name: str, policy: Policy) -> bool:
 
 
 async def set_repository_policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     text, policy = _parse(params)
     force = params.get("force", False)
     if not isinstance(force, bool):
@@ -78,7 +71,7 @@ async def set_repository_policy(context: Context, params: dict[str, Any]) -> dic
 
 
 async def get_repository_policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     text = await context.store.iam.repository_policy(name)
     if text is None:
         raise _no_repository_policy(context, name)
@@ -86,7 +79,7 @@ async def get_repository_policy(context: Context, params: dict[str, Any]) -> dic
 
 
 async def delete_repository_policy(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name = await _existing(context, params)
+    name, _ = await existing_repository(context, params)
     text = await context.store.iam.repository_policy(name)
     if text is None:
         raise _no_repository_policy(context, name)

@@ -14,6 +14,7 @@ from registry.ecr.params import (
     check_registry,
     decode_token,
     encode_token,
+    existing_repository,
     max_results,
     mutability,
     repository_name,
@@ -117,17 +118,9 @@ async def delete_repository(context: Context, params: dict[str, Any]) -> dict[st
     return {"repository": _describe(context, name, record)}
 
 
-async def _existing(context: Context, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    check_registry(context, params)
-    name = repository_name(params)
-    record = await context.store.repositories.get(name)
-    if record is None:
-        raise errors.repository_not_found(name, context.account)
-    return name, record
-
 
 async def put_image_tag_mutability(context: Context, params: dict[str, Any]) -> dict[str, Any]:
-    name, record = await _existing(context, params)
+    name, record = await existing_repository(context, params)
     mode, filters = mutability(params, default=None)
     record["imageTagMutability"] = mode
     record["imageTagMutabilityExclusionFilters"] = filters
@@ -146,7 +139,7 @@ async def put_image_scanning_configuration(context: Context,
     if not isinstance(scanning, dict) or not isinstance(scanning.get("scanOnPush", False), bool):
         raise errors.invalid("imageScanningConfiguration must be an object whose scanOnPush is "
                              "a boolean")
-    name, record = await _existing(context, params)
+    name, record = await existing_repository(context, params)
     setting = {"scanOnPush": bool(scanning.get("scanOnPush", False))}
     record["imageScanningConfiguration"] = setting
     await context.store.repositories.put(name, record)
