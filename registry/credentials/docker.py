@@ -2,13 +2,20 @@
 containers tools' `credHelpers` in auth.json).
 
 Protocol (docker-credential-helpers): `get` reads a server URL on stdin and prints
-`{"ServerURL", "Username", "Secret"}`; `store` (credentials are minted, not stored: accepted and
-ignored), `erase` (forget the cached password), `list` (cached servers), `version`. Passwords
-are minted through GetAuthorizationToken and cached in `$XDG_CACHE_HOME/registry-credentials`
-(0700; files 0600, written atomically) until 15 minutes before they expire."""
+`{"ServerURL", "Username", "Secret"}`, or "credentials not found in native keychain" and exit
+status 1, which clients take as "no credentials" (the reason goes to stderr). `store` reads
+credentials on stdin and ignores them: passwords are minted, never stored from a login.
+`erase` forgets the cached password of a server, `list` prints the cached servers and their
+usernames, `version` the helper's version.
+
+Passwords are minted through GetAuthorizationToken and cached in
+`$XDG_CACHE_HOME/registry-credentials/<host>.json` (directory 0700, files 0600, written
+atomically) until 15 minutes before they expire; a cache that cannot be written costs a
+mint per `get`, never a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -22,31 +29,36 @@ from registry.credentials.common import (
     Minted,
     endpoint_for,
     mint,
-    registry_host,
+    one_line,
+    server_host,
 )
 
-VERSION = "registry-credential-helper 1.0"
+PROG = "docker-credential-registry"
+VERSION = "docker-credential-registry 1.0"
 NOT_FOUND = "credentials not found in native keychain"
 REFRESH_BEFORE = 15 * 60
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: relative paths are ignored
+        base = str(Path.home() / ".cache")
     return Path(base) / "registry-credentials"
 
 
 def _cache_file(host: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in host)
+    # host is [A-Za-z0-9.-:] or [IPv6]:port; ":" and brackets are kept out of file names.
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
     return cache_dir() / f"{safe}.json"
 
 
-def _read_cache(host: str) -> Minted | None:
+def _read_cache(host: str, now: float) -> Minted | None:
     try:
         data = json.loads(_cache_file(host).read_text())
         minted = Minted(str(data["Username"]), str(data["Secret"]), float(data["ExpiresAt"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError):
         return None
-    if minted.expires_at - time.time() < REFRESH_BEFORE:
+    if minted.expires_at - now < REFRESH_BEFORE:
         return None
     return minted
 
@@ -57,11 +69,12 @@ def _write_cache(host: str, server_url: str, minted: Minted) -> None:
     os.chmod(directory, 0o700)
     body = json.dumps({"ServerURL": server_url, "Username": minted.username,
                        "Secret": minted.password, "ExpiresAt": minted.expires_at})
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # created 0600
     try:
-        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, _cache_file(host))
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -69,24 +82,27 @@ def _write_cache(host: str, server_url: str, minted: Minted) -> None:
 
 
 def get(server_url: str) -> dict[str, str]:
-    host = registry_host(server_url)
-    minted = _read_cache(host)
+    host = server_host(server_url)
+    minted = _read_cache(host, time.time())
     if minted is None:
         minted = mint(endpoint_for(host))
-        _write_cache(host, server_url, minted)
+        # No cache (read-only home, no home) costs a mint per get, not the answer.
+        with contextlib.suppress(OSError, RuntimeError):
+            _write_cache(host, server_url, minted)
     return {"ServerURL": server_url, "Username": minted.username, "Secret": minted.password}
 
 
 def erase(server_url: str) -> None:
-    _cache_file(registry_host(server_url)).unlink(missing_ok=True)
+    _cache_file(server_host(server_url)).unlink(missing_ok=True)
 
 
 def listing() -> dict[str, str]:
     found: dict[str, str] = {}
-    directory = cache_dir()
-    if not directory.is_dir():
+    try:
+        paths = sorted(cache_dir().glob("*.json"))
+    except (OSError, RuntimeError):
         return found
-    for path in sorted(directory.glob("*.json")):
+    for path in paths:
         try:
             data = json.loads(path.read_text())
             found[str(data["ServerURL"])] = str(data["Username"])
@@ -95,34 +111,42 @@ def listing() -> dict[str, str]:
     return found
 
 
+def _server_on_stdin() -> str:
+    server = sys.stdin.read().strip()
+    if not server:
+        raise CredentialError("no server URL on stdin")
+    return server
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    action = args[0] if args else ""
+    action = args[0] if len(args) == 1 else ""
     try:
         if action == "get":
-            server = sys.stdin.read().strip()
-            if not server:
-                raise CredentialError("no server URL on stdin")
             try:
-                print(json.dumps(get(server)))
+                answer = get(_server_on_stdin())
             except CredentialError as exc:
-                print(f"docker-credential-registry: {exc}", file=sys.stderr)
+                # The protocol's "nothing for this server": clients go on without credentials.
+                print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
                 print(NOT_FOUND)
                 return 1
+            print(json.dumps(answer))
         elif action == "store":
-            sys.stdin.read()  # minted on demand: nothing to keep
+            sys.stdin.read()  # minted on demand: a login's password is not kept
         elif action == "erase":
-            erase(sys.stdin.read().strip())
+            erase(_server_on_stdin())
         elif action == "list":
             print(json.dumps(listing()))
         elif action == "version":
             print(VERSION)
         else:
-            print("usage: docker-credential-registry get|store|erase|list|version",
-                  file=sys.stderr)
+            print(f"usage: {PROG} get|store|erase|list|version", file=sys.stderr)
             return 2
     except CredentialError as exc:
-        print(f"docker-credential-registry: {exc}", file=sys.stderr)
+        print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a traceback into the client's output
+        print(f"{PROG}: unexpected {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
         return 1
     return 0
 
