@@ -298,3 +298,153 @@ def write_report(output: Path, report: dict[str, Any], indent: int) -> None:
     tmp.write_text(json.dumps(report, indent=indent) + "\n")
     os.replace(tmp, output)
     log(f"wrote {output}" + ("" if report["complete"] else " (incomplete run)"))
+
+
+# --------------------------------------------------------------------------------------
+# Added for bench/run.py: the benchmark targets (our server on the filesystem or on S3 in
+# a local moto_server, and Distribution), each deployed fresh into a work directory.
+# --------------------------------------------------------------------------------------
+
+# Our server runs with a settings file, not REGISTRY_* variables (Server.start removes
+# those): pushes create their repository, and no background GC or lifecycle run competes
+# with a measurement. Auth stays off (the default) and the server binds 127.0.0.1.
+OURS_BENCH_SETTINGS = """\
+# Written by bench/run.py
+[repositories]
+create_on_push = true
+
+[gc]
+interval = 0
+
+[lifecycle]
+interval = 0
+"""
+OURS_BENCH_S3_SETTINGS = """
+[storage]
+driver = "s3"
+
+[storage.s3]
+bucket = "{bucket}"
+endpoint_url = "{endpoint}"
+region = "us-east-1"
+addressing_style = "path"
+redirect = {redirect}
+part_size = {part_size}
+access_key_id = "testing"
+secret_access_key = "testing"
+"""
+# Under `log:` in Distribution's config.yml: no access log and warnings only, because our
+# server logs no requests by default either (the same choice as listing.py).
+DISTRIBUTION_QUIET_LOG = """\
+  level: warn
+  accesslog:
+    disabled: true
+"""
+TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION)
+
+
+@dataclass
+class Backing:
+    """What a target's storage needs besides a data dir: a moto_server and bucket for S3."""
+
+    moto: Any = None  # s3_throughput.Moto
+    bucket: str | None = None
+
+
+@dataclass
+class Deployment:
+    server: Server
+    backing: Backing
+    # S3 only, when asked for: a second server on the same bucket with redirect = false,
+    # so blob GETs stream through the registry instead of answering 307 to moto.
+    streamed: Server | None = None
+
+    @property
+    def moto_pid(self) -> int | None:
+        return None if self.backing.moto is None else int(self.backing.moto.pid)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One registry under test: `ours-fs`, `ours-s3` (moto_server) or `distribution`."""
+
+    name: str
+    python: str = sys.executable
+    distribution_bin: str = DISTRIBUTION_BIN
+    part_size: int = 16 * 1024 * 1024
+
+    @property
+    def kind(self) -> str:
+        return DISTRIBUTION if self.name == DISTRIBUTION else OURS
+
+    @property
+    def backend(self) -> str:
+        return "s3" if self.name == "ours-s3" else "filesystem"
+
+    def describe(self) -> str:
+        if self.kind == DISTRIBUTION:
+            return f"{self.distribution_bin} serve <config.yml> (filesystem)"
+        return f"{self.python} -m registry serve --config <settings.toml> ({self.backend})"
+
+    def version(self) -> str | None:
+        if self.kind == DISTRIBUTION:
+            return run_quiet([self.distribution_bin, "--version"])
+        return git_commit()
+
+    @contextlib.contextmanager
+    def backing(self, workdir: Path) -> Iterator[Backing]:
+        """A fresh moto_server and bucket for ours-s3 (stopped on exit); nothing otherwise."""
+        if self.backend != "s3":
+            yield Backing()
+            return
+        from s3_throughput import start_moto  # lazy: s3_throughput imports this module
+
+        moto = start_moto(workdir / "moto")
+        try:
+            yield Backing(moto, moto.create_bucket())
+        finally:
+            moto.stop()
+
+    def spec(self, backing: Backing, redirect: bool = True) -> RegistrySpec:
+        """The RegistrySpec that launches this target on `backing`."""
+        if self.kind == DISTRIBUTION:
+            if (path := shutil.which(self.distribution_bin)) is None:
+                missing = f"{self.distribution_bin} not found (apt-get install -y docker-registry)"
+                raise RuntimeError(missing)
+            config = DISTRIBUTION_CONFIG.replace("{script}", "run.py").replace(
+                "{log}", DISTRIBUTION_QUIET_LOG
+            )
+            argv = [path.replace("{", "{{").replace("}", "}}"), "serve", "{config}"]
+            return RegistrySpec(self.name, argv, self.describe(), self.version(), config)
+        settings = OURS_BENCH_SETTINGS
+        if self.backend == "s3":
+            moto = backing.moto
+            settings += OURS_BENCH_S3_SETTINGS.format(
+                bucket=backing.bucket,
+                endpoint=moto.url,
+                redirect=str(redirect).lower(),
+                part_size=self.part_size,
+            )
+        argv = [
+            self.python.replace("{", "{{").replace("}", "}}"),
+            "-m", "registry", "serve", "--config", "{config}",
+            "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}",
+        ]
+        name = self.name if redirect else f"{self.name}-streamed"
+        return RegistrySpec(name, argv, self.describe(), None, settings)
+
+    @contextlib.contextmanager
+    def deploy(self, workdir: Path, streamed: bool = False) -> Iterator[Deployment]:
+        """Fresh server(s) on free loopback ports with empty storage; all stopped on exit."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        with self.backing(workdir) as backing:
+            server = self.spec(backing).launch(workdir / "server")
+            second = None
+            try:
+                if streamed and self.backend == "s3":
+                    second = self.spec(backing, redirect=False).launch(workdir / "streamed")
+                yield Deployment(server, backing, second)
+            finally:
+                server.stop()
+                if second is not None:
+                    second.stop()

@@ -1,0 +1,439 @@
+"""Manifest PUT, GET and HEAD requests per second at 1, 16 and 64 concurrent clients.
+
+A section of bench/run.py (run it through that script). It also holds the load generator
+the concurrency section uses: `HttpConn`, a minimal HTTP/1.1 keep-alive client on raw
+non-blocking sockets (uvloop when installed). Its cost per request is a few tens of
+microseconds of Python, well under what aiohttp or httpx spend, so the client caps the
+figures as little as a Python client can on a 2-core machine. Its own CPU use is reported
+next to every figure (`client_cpu`: the share of one core the client process used).
+
+For each target and round: a fresh server with empty storage; one config blob and one
+layer (small) are pushed to `bench/manifests`, and `GET_TAGS` (16) OCI manifests that differ
+by an annotation are pushed under tags `g-000`…; then, for each operation and each level of
+concurrency, every client holds one connection and sends requests back to back for
+`warmup` seconds (not counted), then `duration` seconds (counted):
+
+- `get`: `GET /v2/bench/manifests/manifests/<tag>` with the OCI manifest `Accept`, over the
+  tags in turn; the body is read and its length checked;
+- `head`: the same with `HEAD`;
+- `put`: `PUT /v2/bench/manifests/manifests/<new tag>` of a manifest never pushed before
+  (its annotation holds the client and request number), so each request stores new content.
+
+The order is get, head, put, so the reads run on a repository of `GET_TAGS` tags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import socket
+import statistics
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from blob_throughput import cpu_seconds
+from common import Deployment, Target, log, process_tree
+
+T = TypeVar("T")
+
+REPO = "bench/manifests"
+GET_TAGS = 16
+SETUP_CONCURRENCY = 8
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OPS = ("get", "head", "put")
+LEVELS = (1, 16, 64)
+EXPECTED = {"get": 200, "head": 200, "put": 201}
+
+
+# --------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------
+
+
+class HttpError(RuntimeError):
+    pass
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes  # empty unless the request asked to keep it
+    length: int  # body bytes received
+
+
+Body = bytes | Iterable[bytes | bytearray | memoryview] | None
+Sink = Callable[[memoryview], None]
+
+
+class HttpConn:
+    """One keep-alive HTTP/1.1 connection. Requests on it are sequential; the response
+    body goes to `sink` chunk by chunk (never collected) unless `keep_body` is set."""
+
+    def __init__(self, host: str, port: int, bufsize: int = 256 * 1024) -> None:
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+        self.buf = bytearray(bufsize)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0  # unread bytes are buf[start:end]
+        self.host_header = f"{host}:{port}".encode()
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.start = self.end = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def _fill(self) -> None:
+        """Read more bytes after buf[end] (compacting first if the buffer is full)."""
+        assert self.sock is not None
+        if self.end == len(self.buf):
+            if self.start == 0:
+                raise HttpError("response header larger than the read buffer")
+            n = self.end - self.start
+            self.buf[:n] = self.buf[self.start : self.end]
+            self.start, self.end = 0, n
+        got = await asyncio.get_running_loop().sock_recv_into(self.sock, self.view[self.end :])
+        if not got:
+            raise HttpError(f"{self.host}:{self.port} closed the connection")
+        self.end += got
+
+    async def _line(self) -> bytes:
+        while (i := self.buf.find(b"\r\n", self.start, self.end)) < 0:
+            await self._fill()
+        line = bytes(self.buf[self.start : i])
+        self.start = i + 2
+        return line
+
+    async def _exactly(self, n: int, out: bytearray | None, sink: Sink | None) -> None:
+        while n:
+            if self.start == self.end:
+                self.start = self.end = 0
+                await self._fill()
+            take = min(n, self.end - self.start)
+            chunk = self.view[self.start : self.start + take]
+            if out is not None:
+                out += chunk
+            if sink is not None:
+                sink(chunk)
+            self.start += take
+            n -= take
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        content_length: int | None = None,
+        keep_body: bool = False,
+        sink: Sink | None = None,
+    ) -> Response:
+        if self.sock is None:
+            await self.connect()
+        assert self.sock is not None
+        loop = asyncio.get_running_loop()
+        head = [f"{method} {target} HTTP/1.1\r\n".encode(), b"Host: ", self.host_header, b"\r\n"]
+        for k, v in (headers or {}).items():
+            head.append(f"{k}: {v}\r\n".encode())
+        if isinstance(body, bytes):
+            content_length = len(body)
+        if content_length is not None:
+            head.append(f"Content-Length: {content_length}\r\n".encode())
+        elif method in ("PUT", "POST", "PATCH"):
+            head.append(b"Content-Length: 0\r\n")
+        head.append(b"\r\n")
+        if isinstance(body, bytes):
+            await loop.sock_sendall(self.sock, b"".join(head) + body)
+        else:
+            await loop.sock_sendall(self.sock, b"".join(head))
+            for chunk in body or ():
+                await loop.sock_sendall(self.sock, chunk)
+        # Status line and headers
+        while True:
+            status_line = await self._line()
+            parts = status_line.split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                raise HttpError(f"bad status line {status_line[:100]!r}")
+            status = int(parts[1])
+            resp_headers: dict[str, str] = {}
+            while line := await self._line():
+                name, _, value = line.partition(b":")
+                resp_headers[name.strip().lower().decode()] = value.strip().decode()
+            if status != 100:
+                break
+        out = bytearray() if keep_body else None
+        length = 0
+        if method == "HEAD" or status in (204, 304):
+            pass
+        elif "chunked" in resp_headers.get("transfer-encoding", "").lower():
+            while (size := int((await self._line()).split(b";")[0], 16)) != 0:
+                await self._exactly(size, out, sink)
+                length += size
+                await self._line()
+            while await self._line():  # trailers
+                pass
+        elif (cl := resp_headers.get("content-length")) is not None:
+            length = int(cl)
+            await self._exactly(length, out, sink)
+        else:
+            raise HttpError(f"{method} {target} -> {status} without Content-Length")
+        if resp_headers.get("connection", "").lower() == "close":
+            self.close()
+        return Response(status, resp_headers, bytes(out) if out is not None else b"", length)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop when it is installed (the server uses it too)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def split_url(base_url: str, location: str) -> tuple[str, int, str]:
+    """(host, port, path?query) of a Location, relative to base_url."""
+    url = urllib.parse.urlsplit(urllib.parse.urljoin(base_url + "/", location))
+    target = url.path + (f"?{url.query}" if url.query else "")
+    return url.hostname or "127.0.0.1", url.port or 80, target
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def push_small_blob(conn: HttpConn, base_url: str, repo: str, data: bytes) -> str:
+    """POST + monolithic PUT of a small blob on conn (the upload stays on the same server)."""
+    resp = await conn.request("POST", f"/v2/{repo}/blobs/uploads/", keep_body=True)
+    if resp.status != 202 or "location" not in resp.headers:
+        raise HttpError(f"POST /v2/{repo}/blobs/uploads/ -> {resp.status}: {resp.body[:300]!r}")
+    _, _, target = split_url(base_url, resp.headers["location"])
+    digest = sha256_digest(data)
+    sep = "&" if "?" in target else "?"
+    resp = await conn.request(
+        "PUT", f"{target}{sep}digest={digest}", {"Content-Type": "application/octet-stream"},
+        data, keep_body=True,
+    )
+    if resp.status != 201:
+        raise HttpError(f"PUT blob {digest} -> {resp.status}: {resp.body[:300]!r}")
+    return digest
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestSet:
+    config: bytes
+    layer: bytes
+    template: tuple[bytes, bytes] = (b"", b"")  # manifest bytes around the annotation value
+
+    def __post_init__(self) -> None:
+        marker = "@@N@@"
+        text = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(self.config),
+                           "size": len(self.config)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": sha256_digest(self.layer),
+                            "size": len(self.layer)}],
+                "annotations": {"org.example.bench": marker},
+            },
+            separators=(",", ":"),
+        ).encode()
+        before, after = text.split(marker.encode())
+        self.template = (before, after)
+
+    def manifest(self, label: str) -> bytes:
+        return self.template[0] + label.encode() + self.template[1]
+
+
+def make_set(seed: bytes) -> ManifestSet:
+    layer = hashlib.sha256(seed + b"layer").digest() * 32  # 1 KiB
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux",
+         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]}},
+        separators=(",", ":"),
+    ).encode()
+    return ManifestSet(config, layer)
+
+
+async def setup(base_url: str, mset: ManifestSet) -> list[tuple[str, int]]:
+    """Blobs and GET_TAGS tagged manifests; returns [(tag, manifest length)]."""
+    host, port, _ = split_url(base_url, "/")
+    conns = [HttpConn(host, port) for _ in range(SETUP_CONCURRENCY)]
+    tags = [f"g-{i:03d}" for i in range(GET_TAGS)]
+
+    async def put_tags(conn: HttpConn, mine: list[str]) -> None:
+        for tag in mine:
+            resp = await conn.request("PUT", f"/v2/{REPO}/manifests/{tag}",
+                                      {"Content-Type": OCI_MANIFEST}, mset.manifest(tag),
+                                      keep_body=True)
+            if resp.status != 201:
+                raise HttpError(f"PUT manifest {tag} -> {resp.status}: {resp.body[:300]!r}")
+
+    try:
+        await push_small_blob(conns[0], base_url, REPO, mset.config)
+        await push_small_blob(conns[0], base_url, REPO, mset.layer)
+        n = len(conns)
+        await asyncio.gather(*(put_tags(c, tags[i::n]) for i, c in enumerate(conns)))
+        return [(tag, len(mset.manifest(tag))) for tag in tags]
+    finally:
+        for c in conns:
+            c.close()
+
+
+@dataclass
+class LevelResult:
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    latencies: list[float] = field(default_factory=list)
+
+
+async def run_level(
+    base_url: str, op: str, clients: int, warmup: float, duration: float,
+    tags: list[tuple[str, int]], mset: ManifestSet, label: str, server_pid: int,
+) -> dict[str, Any]:
+    host, port, _ = split_url(base_url, "/")
+    conns = [HttpConn(host, port, 64 * 1024) for _ in range(clients)]
+    await asyncio.gather(*(c.connect() for c in conns))
+    result = LevelResult()
+    counter = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + warmup
+    stop = start + duration
+    accept = {"Accept": OCI_MANIFEST}
+    put_headers = {"Content-Type": OCI_MANIFEST}
+    expected = EXPECTED[op]
+
+    async def client(cid: int, conn: HttpConn) -> None:
+        nonlocal counter
+        i = cid
+        while loop.time() < stop:
+            if op == "put":
+                counter += 1
+                tag = f"{label}-{counter}"
+                call: Awaitable[Response] = conn.request(
+                    "PUT", f"/v2/{REPO}/manifests/{tag}", put_headers, mset.manifest(tag))
+                size = 0
+            else:
+                tag, size = tags[i % len(tags)]
+                i += 1
+                call = conn.request(op.upper(), f"/v2/{REPO}/manifests/{tag}", accept)
+            t0 = time.perf_counter()
+            resp = await call
+            elapsed = time.perf_counter() - t0
+            if not start <= loop.time() <= stop:  # count what completes in the window
+                continue
+            ok = resp.status == expected and (op != "get" or resp.length == size)
+            if not ok:
+                result.errors += 1
+                if result.first_error is None:
+                    result.first_error = f"{op} {tag} -> {resp.status} ({resp.length} bytes)"
+                if resp.status >= 500 or resp.status == 429:
+                    await asyncio.sleep(0.01)
+                continue
+            result.requests += 1
+            result.latencies.append(elapsed)
+
+    # CPU and wall time over the counted window only
+    tasks = [asyncio.create_task(client(i, c)) for i, c in enumerate(conns)]
+    try:
+        await asyncio.sleep(max(0.0, start - loop.time()))
+        pids = process_tree(server_pid)
+        cpu0, client0, t0 = cpu_seconds(pids), time.process_time(), time.perf_counter()
+        await asyncio.sleep(max(0.0, stop - loop.time()))
+        cpu1, client1, t1 = (cpu_seconds(process_tree(server_pid)), time.process_time(),
+                             time.perf_counter())
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in conns:
+            c.close()
+    wall = t1 - t0
+    lat = sorted(result.latencies)  # empty if no request completed in the window
+    return {
+        "rps": result.requests / duration,
+        "p50_ms": statistics.median(lat) * 1000 if lat else None,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None,
+        "server_cpu_ms_per_req": (cpu1 - cpu0) * 1000 / result.requests if lat else None,
+        "client_cpu": (client1 - client0) / wall if wall > 0 else 0.0,
+        "requests": result.requests,
+        "errors": result.errors,
+        "first_error": result.first_error,
+        "clients": clients,
+    }
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def measure_target(
+    dep: Deployment, warmup: float, duration: float, levels: Iterable[int], rnd: int
+) -> list[dict[str, Any]]:
+    mset = make_set(f"{dep.server.name}-{rnd}".encode())
+    samples = []
+
+    async def body() -> None:
+        tags = await setup(dep.server.base_url, mset)
+        for op in OPS:
+            for clients in levels:
+                label = f"r{rnd}-{op}-c{clients}"
+                s = await run_level(dep.server.base_url, op, clients, warmup, duration, tags,
+                                    mset, label, dep.server.pid)
+                s["op"] = f"{op}-c{clients}"
+                samples.append(s)
+                err = f"  {s['errors']} errors: {s['first_error']}" if s["errors"] else ""
+                log(f"    {op:<4} x{clients:<3} {s['rps']:9.0f} req/s  p50 {fmt(s['p50_ms'])} ms"
+                    f"  p99 {fmt(s['p99_ms'])} ms  server {fmt(s['server_cpu_ms_per_req'], 3)}"
+                    f" CPU ms/req  client {s['client_cpu']:.0%} of a core{err}")
+
+    run_async(body())
+    return samples
+
+
+def run(
+    targets: list[Target], base: Path, rounds: int, warmup: float, duration: float,
+    levels: Iterable[int] = LEVELS,
+) -> list[dict[str, Any]]:
+    samples: list[dict[str, Any]] = []
+    levels = list(levels)
+    for rnd in range(1, rounds + 1):
+        shift = (rnd - 1) % len(targets)
+        for target in targets[shift:] + targets[:shift]:
+            log(f"[manifests round {rnd}/{rounds}] {target.name}")
+            workdir = base / f"manifests-{target.name}-r{rnd}"
+            with target.deploy(workdir) as dep:
+                for s in measure_target(dep, warmup, duration, levels, rnd):
+                    samples.append({**s, "target": target.name, "round": rnd})
+            shutil.rmtree(workdir, ignore_errors=True)
+    return samples

@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""The benchmark suite: our registry (filesystem, and S3 on a local moto_server) next to
+CNCF Distribution 2.8 on the same machine, with the same clients, in interleaved rounds.
+
+Sections (`--only` picks some; see bench/README.md for what each measures):
+
+    limits       this machine's ceilings: single-core sha256, sendfile over loopback
+    blobs        one 1 GiB blob: push (monolithic, 16 MiB chunks), pull; CPU s/GiB, peak RSS
+    concurrency  32 clients at once, each pushing then pulling its own 32 MiB blob
+    manifests    manifest GET, HEAD and PUT requests per second at 1, 16 and 64 clients
+    listing      tags list and catalog latency at 10,000 entries (bench/listing.py)
+    docker       `docker push` and `docker pull` of a 5-layer, 200 MB image
+
+Every figure is the median over `--rounds` rounds; in each round every target runs on a
+fresh server with empty storage, and the target that goes first rotates between rounds.
+The table shows the targets side by side, ours/Distribution ratios and the targets of
+issue 10 (PASS/MISS; a miss does not fail the run). The JSON report, with every sample,
+the machine and the git commit, goes to bench/results/run-<UTC timestamp>.json.
+
+    python bench/run.py                 # everything, full size (tens of minutes)
+    python bench/run.py --quick         # small sizes, one round (about 2 minutes)
+    python bench/run.py --only manifests,concurrency --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import concurrent_blobs
+import docker_images
+import machine_limits
+import manifests_rps
+from blob_throughput import (
+    Blob,
+    GiB,
+    MiB,
+    check_blob,
+    fmt_size,
+    make_blob,
+    parse_size,
+    pull,
+    push_chunked,
+    push_monolithic,
+    tmp_filesystem,
+    verify_pull,
+)
+from common import (
+    DISTRIBUTION,
+    DISTRIBUTION_BIN,
+    RESULTS_DIR,
+    TARGET_NAMES,
+    Deployment,
+    Target,
+    git_commit,
+    log,
+    machine_info,
+    run_guarded,
+    run_quiet,
+    write_report,
+)
+from s3_throughput import measure
+
+SECTIONS = ("limits", "blobs", "concurrency", "manifests", "listing", "docker")
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    limits: int
+    blob: int
+    chunk: int
+    clients: int
+    client_blob: int
+    client_chunk: int
+    levels: tuple[int, ...]
+    warmup: float
+    duration: float
+    listing: int
+    listing_s3: int  # setup through moto_server runs at about 12 tags/s
+    listing_repeat: int
+    listing_warmup: int
+    settle: float  # listing: seconds between setup and timing (see bench/README.md)
+    layers: int
+    layer_size: int
+
+
+FULL = Sizes(limits=GiB, blob=GiB, chunk=16 * MiB, clients=32, client_blob=32 * MiB,
+             client_chunk=16 * MiB, levels=(1, 16, 64), warmup=1.0, duration=4.0,
+             listing=10_000, listing_s3=1_000, listing_repeat=200, listing_warmup=10,
+             settle=3.0, layers=5, layer_size=40_000_000)
+QUICK = Sizes(limits=256 * MiB, blob=64 * MiB, chunk=16 * MiB, clients=32,
+              client_blob=2 * MiB, client_chunk=1 * MiB, levels=(1, 16, 64), warmup=0.2,
+              duration=0.6, listing=200, listing_s3=200, listing_repeat=20, listing_warmup=2,
+              settle=2.5, layers=5, layer_size=4_000_000)
+
+
+# --------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    sizes: Sizes
+    targets: list[Target]
+    base: Path
+    _blobs: dict[int, Blob] = field(default_factory=dict)
+
+    def rotation(self, rnd: int) -> list[Target]:
+        shift = (rnd - 1) % len(self.targets)
+        return self.targets[shift:] + self.targets[:shift]
+
+    def blob(self, size: int) -> Blob:
+        """A random blob file of `size` bytes, made once (limits and blobs share it)."""
+        if size not in self._blobs:
+            t = time.perf_counter()
+            log(f"creating a {fmt_size(size)} random blob in {self.base} ...")
+            (directory := self.base / f"blob-{size}").mkdir()
+            self._blobs[size] = blob = make_blob(directory, size)
+            log(f"  {blob.digest} ({time.perf_counter() - t:.1f}s)")
+        return self._blobs[size]
+
+
+def section_limits(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    blob = ctx.blob(ctx.sizes.limits)
+    samples = machine_limits.run(blob.path, blob.size, ctx.args.rounds)
+    return samples, {"size": blob.size, **machine_limits.info()}
+
+
+def blob_sample(s: dict[str, Any], size: int) -> dict[str, Any]:
+    gib = size / GiB
+    s["mb_per_s"] = size / MB / s["seconds"]
+    s["cpu_s_per_gib"] = s.pop("registry_cpu_s") / gib
+    s["moto_cpu_s_per_gib"] = s.pop("moto_cpu_s") / gib
+    return s
+
+
+def one_blob(dep: Deployment, blob: Blob, push_op: str, rnd: int, rounds: int,
+             name: str, workdir: Path, chunk: int) -> list[dict[str, Any]]:
+    server, moto = dep.server, dep.backing.moto
+    repo = f"bench/{push_op}-r{rnd}-{os.urandom(3).hex()}"
+    fn = push_monolithic if push_op == "push-monolithic" else push_chunked
+    out = []
+
+    def keep(op: str, s: dict[str, Any]) -> None:
+        s = blob_sample(s, blob.size)
+        out.append({**s, "op": op})
+        moto_part = f"  moto {s['moto_cpu_s_per_gib']:5.2f}" if moto is not None else ""
+        log(f"[blobs round {rnd}/{rounds}] {name:<12} {op:<16}{s['mb_per_s']:9.1f} MB/s"
+            f"  {s['cpu_s_per_gib']:6.2f} CPU s/GiB{moto_part}  {s['peak_rss_mib']:7.1f} MiB"
+            f" peak RSS  ({s['seconds']:.2f}s)")
+
+    keep(push_op, measure(server, moto, lambda: fn(server, repo, blob, chunk, workdir)))
+    check_blob(server, repo, blob)
+    if rnd == 1:
+        verify_pull(server, repo, blob)  # curl -L: on S3 through the presigned URL
+        if dep.streamed is not None:
+            verify_pull(dep.streamed, repo, blob)
+    os.sync()
+    keep("pull", measure(server, moto, lambda: pull(server, repo, blob, chunk, workdir)))
+    if (streamed := dep.streamed) is not None:
+        keep("pull-streamed",
+             measure(streamed, moto, lambda: pull(streamed, repo, blob, chunk, workdir)))
+    return out
+
+
+def section_blobs(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    blob = ctx.blob(ctx.sizes.blob)
+    samples: list[dict[str, Any]] = []
+    for rnd in range(1, ctx.args.rounds + 1):
+        for target in ctx.rotation(rnd):
+            for push_op in ("push-monolithic", "push-chunked"):
+                workdir = ctx.base / f"blobs-{target.name}-r{rnd}-{push_op}"
+                with target.deploy(workdir, streamed=True) as dep:
+                    for s in one_blob(dep, blob, push_op, rnd, ctx.args.rounds, target.name,
+                                      workdir, ctx.sizes.chunk):
+                        samples.append({**s, "target": target.name, "round": rnd})
+                shutil.rmtree(workdir, ignore_errors=True)
+                os.sync()
+    return samples, {"size": blob.size, "chunk_size": ctx.sizes.chunk, "digest": blob.digest}
+
+
+def section_concurrency(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s = ctx.sizes
+    samples = concurrent_blobs.run(ctx.targets, ctx.base, ctx.args.rounds, s.clients,
+                                   s.client_blob, s.client_chunk)
+    return samples, {"clients": s.clients, "blob_size": s.client_blob,
+                     "chunk_size": s.client_chunk}
+
+
+def section_manifests(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s = ctx.sizes
+    samples = manifests_rps.run(ctx.targets, ctx.base, ctx.args.rounds, s.warmup, s.duration,
+                                s.levels)
+    return samples, {"levels": list(s.levels), "warmup_s": s.warmup, "duration_s": s.duration,
+                     "tags_read": manifests_rps.GET_TAGS}
+
+
+def section_listing(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import listing  # needs httpx
+
+    s = ctx.sizes
+    ns = argparse.Namespace(seed="listing", concurrency=16, settle=s.settle,
+                            warmup=s.listing_warmup, repeat=s.listing_repeat, keep_tmp=False)
+    samples: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"entries": s.listing, "entries_s3": s.listing_s3,
+                            "page": listing.PAGE, "repeat": s.listing_repeat, "setup": {},
+                            "problems": {}}
+    # Setup (N tags and N repositories) dominates, so each target runs once, not per round.
+    for target in ctx.targets:
+        workdir = ctx.base / f"listing-{target.name}"
+        workdir.mkdir()
+        with target.backing(workdir) as backing:
+            entries = s.listing_s3 if target.backend == "s3" else s.listing
+            run = listing.run_one(target.spec(backing), entries, workdir, ns)
+        info["setup"][target.name] = run.setup
+        if run.problems:
+            info["problems"][target.name] = run.problems
+        for op in listing.OPS:
+            r = run.results[op]
+            samples.append({"op": op, "target": target.name, "round": 1, "size": entries,
+                            "median_ms": r["median_ms"], "p90_ms": r["p90_ms"],
+                            "entries": r["entries"]})
+        shutil.rmtree(workdir, ignore_errors=True)
+    return samples, info
+
+
+def section_docker(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s = ctx.sizes
+    return docker_images.run(ctx.targets, ctx.base, ctx.args.rounds, s.layers, s.layer_size)
+
+
+SECTION_FUNCS: dict[str, Callable[[Context], tuple[list[dict[str, Any]], dict[str, Any]]]] = {
+    "limits": section_limits,
+    "blobs": section_blobs,
+    "concurrency": section_concurrency,
+    "manifests": section_manifests,
+    "listing": section_listing,
+    "docker": section_docker,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Summary, targets, table
+# --------------------------------------------------------------------------------------
+
+HIGHER, LOWER = "higher", "lower"
+BLOB_OPS = ("push-monolithic", "push-chunked", "pull", "pull-streamed")
+BLOB_METRICS = (("mb_per_s", "MB/s", HIGHER), ("cpu_s_per_gib", "CPU s/GiB", LOWER),
+                ("peak_rss_mib", "peak RSS MiB", LOWER))
+
+
+def rows_for(section: str, levels: tuple[int, ...]) -> list[tuple[str, str, str, str]]:
+    """(op, metric, label, better) of the section's table rows, in order."""
+    if section == "limits":
+        return [(op, "mb_per_s", f"{op} MB/s", HIGHER) for op in machine_limits.OPS]
+    if section in ("blobs", "concurrency"):
+        return [(op, m, f"{op} {label}", better) for op in BLOB_OPS
+                for m, label, better in BLOB_METRICS]
+    if section == "manifests":
+        return [(f"{op}-c{c}", m, f"{op.upper()} x{c} {label}", better)
+                for op in manifests_rps.OPS for c in levels
+                for m, label, better in (("rps", "req/s", HIGHER), ("p99_ms", "p99 ms", LOWER))]
+    if section == "listing":
+        return [(op, "median_ms", f"{op} ms", LOWER)
+                for op in ("tags-first", "tags-last", "catalog-first", "catalog-last")]
+    if section == "docker":
+        return [(op, "seconds", f"docker {op} s", LOWER) for op in ("push", "pull")]
+    return []
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{op: {target: {metric: {median, min, max}, "n": n}}} over the numeric metrics."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in samples:
+        groups.setdefault((s["op"], s["target"]), []).append(s)
+    for (op, target), rows in groups.items():
+        entry: dict[str, Any] = {"n": len(rows)}
+        for key in rows[0]:
+            values = [r.get(key) for r in rows]
+            nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if key != "round" and nums and len(nums) == len(values):
+                entry[key] = {"median": statistics.median(nums), "min": min(nums),
+                              "max": max(nums)}
+        out.setdefault(op, {})[target] = entry
+    return out
+
+
+def median(summary: dict[str, Any], op: str, target: str, metric: str) -> float | None:
+    value = summary.get(op, {}).get(target, {}).get(metric)
+    return None if value is None else float(value["median"])
+
+
+def check(group: str, what: str, value: float | None, reference: float | None, better: str,
+          factor: float = 1.0) -> dict[str, Any] | None:
+    if value is None or reference is None:
+        return None
+    bound = reference * factor
+    ok = value >= bound if better == HIGHER else value <= bound
+    return {"group": group, "what": what, "value": value, "bound": bound, "pass": ok}
+
+
+def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The targets of issue 10 as PASS/MISS checks. `fs`: ours-fs, like for like with
+    Distribution's filesystem storage; `s3`: ours-s3, informative (moto does the work)."""
+    checks: list[dict[str, Any] | None] = []
+    limits = summaries.get("limits", {})
+    sha = median(limits, "sha256", "machine", "mb_per_s")
+    sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
+    for name, group in (("ours-fs", "fs"), ("ours-s3", "s3")):
+        for section, summary in summaries.items():
+            for op, metric, label, better in rows_for(section, levels):
+                ref_op = "pull" if op == "pull-streamed" else op
+                ref = median(summary, ref_op, DISTRIBUTION, metric)
+                checks.append(check(group, f"{section}: {label} >= Distribution's"
+                                    if better == HIGHER else
+                                    f"{section}: {label} <= Distribution's",
+                                    median(summary, op, name, metric), ref, better))
+        for section in ("blobs", "concurrency"):
+            summary = summaries.get(section, {})
+            for op in ("push-monolithic", "push-chunked"):
+                checks.append(check(group, f"{section}: {op} MB/s >= 70% of sha256",
+                                    median(summary, op, name, "mb_per_s"), sha, HIGHER, 0.7))
+            for op in ("pull", "pull-streamed"):
+                checks.append(check(group, f"{section}: {op} MB/s >= 70% of sendfile",
+                                    median(summary, op, name, "mb_per_s"), sendfile, HIGHER, 0.7))
+        if 64 in levels:
+            manifests = summaries.get("manifests", {})
+            checks.append(check(group, "manifests: GET x64 req/s >= Distribution's (headline)",
+                                median(manifests, "get-c64", name, "rps"),
+                                median(manifests, "get-c64", DISTRIBUTION, "rps"), HIGHER))
+        for op in ("push-monolithic", "push-chunked"):
+            rss = median(summaries.get("blobs", {}), op, name, "peak_rss_mib")
+            checks.append(check(group, f"blobs: peak RSS during {op} < 150 MB",
+                                None if rss is None else rss * MiB / MB, 150.0, LOWER))
+    return [c for c in checks if c is not None]
+
+
+def fmt_value(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def format_tables(report: dict[str, Any]) -> str:
+    names = [t for t in TARGET_NAMES if t in report["targets"]]
+    levels = tuple(report["sizes"]["levels"])
+    lines: list[str] = []
+    for section, data in report["sections"].items():
+        head = f"== {section}: {describe_section(section, report)}"
+        if data.get("error"):
+            lines += [head, f"   ERROR: {data['error']}", ""]
+            continue
+        if data.get("info", {}).get("skipped"):
+            lines += [head, f"   SKIPPED: {data['info']['skipped']}", ""]
+            continue
+        summary = report["summary"].get(section, {})
+        cols = ["machine"] if section == "limits" else names
+        ratio_cols = [] if section == "limits" or DISTRIBUTION not in names else [
+            n for n in names if n != DISTRIBUTION]
+        table = [("figure", *cols, *(f"{n}/dist" for n in ratio_cols))]
+        for op, metric, label, better in rows_for(section, levels):
+            values = [median(summary, op, c, metric) for c in cols]
+            if all(v is None for v in values):
+                continue
+            ratios = []
+            ref = median(summary, "pull" if op == "pull-streamed" else op, DISTRIBUTION, metric)
+            for n in ratio_cols:
+                v = median(summary, op, n, metric)
+                if v is None or not ref:
+                    ratios.append("-")
+                    continue
+                ok = v >= ref if better == HIGHER else v <= ref
+                ratios.append(f"{v / ref:.2f}x {'ok' if ok else 'MISS'}")
+            table.append((label, *(fmt_value(v) for v in values), *ratios))
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        lines.append(head)
+        for r in table:
+            lines.append("   " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                           for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append("")
+    checks = report.get("checks", [])
+    if checks:
+        lines.append("== targets (issue 10): PASS/MISS; `s3` rows are informative (moto-bound)")
+        absolute = [c for c in checks if "Distribution's" not in c["what"] or "headline" in
+                    c["what"]]
+        for c in absolute:
+            if c["group"] == "fs":
+                lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
+                             f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
+        for group in ("fs", "s3"):
+            rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
+                   and "headline" not in c["what"]]
+            if rel:
+                misses = [c["what"].split(" >=")[0].split(" <=")[0] for c in rel if not c["pass"]]
+                lines.append(f"   [{group}] every figure at least Distribution's: "
+                             f"{len(rel) - len(misses)}/{len(rel)} PASS"
+                             + (f"; MISS: {', '.join(misses)}" if misses and group == "fs"
+                                else ""))
+        s3 = [c for c in absolute if c["group"] == "s3"]
+        if s3:
+            passed = sum(c["pass"] for c in s3)
+            lines.append(f"   [s3] the targets above on ours-s3: {passed}/{len(s3)} PASS "
+                         "(see `checks` in the JSON)")
+    return "\n".join(lines)
+
+
+def describe_section(section: str, report: dict[str, Any]) -> str:
+    info = report["sections"][section].get("info", {})
+    rounds = report["args"]["rounds"]
+    med = f"medians of {rounds} round(s)"
+    if section == "limits":
+        return f"this machine, {fmt_size(info.get('size', 0))}, {med}"
+    if section == "blobs":
+        return (f"one {fmt_size(info.get('size', 0))} blob, chunks of "
+                f"{fmt_size(info.get('chunk_size', 0))}, {med}; MB = 10^6 B")
+    if section == "concurrency":
+        return (f"{info.get('clients')} clients x {fmt_size(info.get('blob_size', 0))} "
+                f"(chunks {fmt_size(info.get('chunk_size', 0))}), aggregate, {med}")
+    if section == "manifests":
+        return (f"{info.get('duration_s')} s per level after {info.get('warmup_s')} s warm-up,"
+                f" {med}")
+    if section == "listing":
+        s3 = f" (ours-s3: {info.get('entries_s3')})" if info.get("entries_s3") != info.get(
+            "entries") else ""
+        return (f"{info.get('entries')} tags and repositories{s3}, page n={info.get('page')},"
+                " medians of one run each")
+    if section == "docker":
+        sizes = report["sizes"]
+        layers = sizes["layers"] * sizes["layer_size"]
+        driver = f", {info['storage_driver']}" if "storage_driver" in info else ""
+        return f"{sizes['layers']} layers, {layers / MB:.0f} MB{driver}, {med}"
+    return med
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"unknown {what} {bad}; choose from {', '.join(allowed)}")
+    return [x for x in allowed if x in items]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark suite: our registry (filesystem, S3 on moto) vs. Distribution.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes and one round: a smoke check of every section")
+    p.add_argument("--only", type=lambda t: parse_list(t, SECTIONS, "section"),
+                   default=list(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
+    p.add_argument("--targets", type=lambda t: parse_list(t, TARGET_NAMES, "target"),
+                   default=list(TARGET_NAMES), help="targets, comma-separated")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick: 1)")
+    p.add_argument("--blob-size", type=parse_size, default=None,
+                   help="blob of the blobs section (default 1GiB; --quick: 64MiB)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="JSON report (default bench/results/run-<UTC timestamp>.json)")
+    p.add_argument("--tmp-dir", type=Path, default=None, help="parent of the work directory")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the work directory")
+    p.add_argument("--python", default=sys.executable, help="python that runs our server")
+    p.add_argument("--distribution-bin", default=DISTRIBUTION_BIN, help="Distribution binary")
+    args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
+    return args
+
+
+def preflight(args: argparse.Namespace) -> None:
+    if shutil.which("curl") is None:
+        raise SystemExit("curl not found")
+    if DISTRIBUTION in args.targets and shutil.which(args.distribution_bin) is None:
+        raise SystemExit(f"{args.distribution_bin} not found (apt-get install -y docker-registry)")
+    if "ours-s3" in args.targets and not shutil.which("moto_server"):
+        try:
+            import moto.server  # noqa: F401
+        except ImportError:
+            raise SystemExit("moto_server not found (pip install 'moto[server]')") from None
+    if "listing" in args.only:
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            raise SystemExit("the listing section needs httpx (pip install httpx)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight(args)
+    sizes = QUICK if args.quick else FULL
+    if args.blob_size is not None:
+        sizes = Sizes(**{**sizes.__dict__, "blob": args.blob_size})
+    targets = [Target(n, python=args.python, distribution_bin=args.distribution_bin)
+               for n in args.targets]
+    base = Path(tempfile.mkdtemp(prefix="bench-run-", dir=args.tmp_dir)).resolve()
+    need = 3 * max(sizes.blob, sizes.limits) + 6 * sizes.blob + 2 * GiB
+    if shutil.disk_usage(base).free < need:
+        shutil.rmtree(base, ignore_errors=True)
+        raise SystemExit(f"not enough free space in {base}: need {fmt_size(need)}")
+
+    started = dt.datetime.now(dt.UTC)
+    output = args.output or RESULTS_DIR / f"run-{started:%Y%m%dT%H%M%SZ}.json"
+    py = args.python
+    report: dict[str, Any] = {
+        "benchmark": "run",
+        "started": started.isoformat(),
+        "complete": False,
+        "args": {"quick": args.quick, "only": args.only, "targets": args.targets,
+                 "rounds": args.rounds},
+        "sizes": sizes.__dict__,
+        "machine": machine_info(
+            {}, curl=run_quiet(["curl", "--version"]),
+            moto=run_quiet([py, "-c", "import moto; print(moto.__version__)"]),
+            docker=run_quiet(["docker", "--version"]),
+            tmp_filesystem=tmp_filesystem(base)),
+        "targets": {t.name: {"cmd": t.describe(), "version": t.version()} for t in targets},
+        "git_commit": git_commit(),
+        "git_dirty": bool(run_quiet(["git", "-C", str(Path(__file__).resolve().parent.parent),
+                                     "status", "--porcelain", "--", "registry", "storage"])),
+        "sections": {},
+        "summary": {},
+    }
+    ctx = Context(args, sizes, targets, base)
+    t_run = time.perf_counter()
+
+    def body() -> None:
+        for section in args.only:
+            log(f"\n=== {section} ===")
+            t0 = time.perf_counter()
+            entry: dict[str, Any] = {"samples": [], "info": {}, "error": None}
+            report["sections"][section] = entry
+            try:
+                entry["samples"], entry["info"] = SECTION_FUNCS[section](ctx)
+            except Exception as exc:  # one broken section must not lose the others
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+                log(f"[{section}] ERROR: {entry['error']}")
+            entry["seconds"] = time.perf_counter() - t0
+            report["summary"][section] = summarize(entry["samples"])
+            log(f"[{section}] {entry['seconds']:.0f}s")
+        report["complete"] = True
+
+    try:
+        rc = run_guarded(body)
+    finally:
+        if args.keep_tmp:
+            log(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    report["finished"] = dt.datetime.now(dt.UTC).isoformat()
+    report["seconds"] = time.perf_counter() - t_run
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    for section, entry in report["sections"].items():
+        report["summary"][section] = summarize(entry["samples"])
+    report["checks"] = evaluate(report["summary"], sizes.levels)
+    m = report["machine"]
+    print(f"\nbench/run.py on {m['nproc']} CPU(s) {m['cpu_model']}, "
+          f"{(m['mem_total_bytes'] or 0) / GiB:.0f} GiB RAM, {m['kernel'].split(' #')[0]}, "
+          f"git {str(report['git_commit'])[:10]}{' (dirty)' if report['git_dirty'] else ''}; "
+          f"{report['seconds'] / 60:.1f} min\n")
+    print(format_tables(report))
+    write_report(output, report, indent=1)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
