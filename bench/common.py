@@ -26,6 +26,8 @@ OURS = "ours"
 DISTRIBUTION = "distribution"
 REGISTRY_NAMES = (OURS, DISTRIBUTION)
 DEFAULT_OURS_CMD = (
+    "env REGISTRY_REPOSITORIES_CREATE_ON_PUSH=true REGISTRY_GC_INTERVAL=0"
+    " REGISTRY_LIFECYCLE_INTERVAL=0 "
     f"{shlex.quote(sys.executable)} -m registry serve"
     " --host {host} --port {port} --data-dir {data_dir}"
 )

@@ -110,6 +110,15 @@ redirect = {redirect}
 part_size = {part_size}
 access_key_id = "{key}"
 secret_access_key = "{key}"
+
+[repositories]
+create_on_push = true
+
+[gc]
+interval = 0
+
+[lifecycle]
+interval = 0
 """
 
 
