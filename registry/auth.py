@@ -143,10 +143,8 @@ async def check_rate(request: Request, api_class: str | None = None) -> None:
     if limiter is None or not limiter.settings.enabled:
         return
     if api_class is None:
-        from registry.limits import DATA_PLANE
-        from registry.observability import classify
-
-        api_class = DATA_PLANE.get((classify(request.url.path)[0], request.method))
+        route = getattr(request.state, "route", None)  # set by the request middleware
+        api_class = limiter.class_of(route, request.method)
         if api_class is None:
             return
     ident = await identity(request)

@@ -50,6 +50,11 @@ class RateLimiter:
             return float(configured)
         return ECR_RATES.get(api_class, DEFAULT_RATE) * self.settings.scale
 
+    @staticmethod
+    def class_of(route: str | None, method: str) -> str | None:
+        """The API class a data-plane request counts as (None: not limited)."""
+        return DATA_PLANE.get((route, method)) if route is not None else None
+
     def check(self, api_class: str, who: str) -> None:
         """Take one request from the caller's bucket for the class; RateLimited if empty."""
         if not self.settings.enabled:

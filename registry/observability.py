@@ -131,8 +131,10 @@ class RequestMiddleware:
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
         route, repository = classify(scope.get("path", ""))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["route"] = route  # classified once: rate limits read it
         method = scope.get("method", "GET")
         operation = None
         if route == "ecr":
@@ -247,6 +249,7 @@ class InstrumentedDriver:
                 metrics.storage_latency.labels(driver, attribute).observe(
                     time.perf_counter() - started)
 
+        setattr(self, attribute, timed)  # built once: later lookups skip __getattr__
         return timed
 
 

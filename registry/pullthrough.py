@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -194,17 +195,17 @@ class PullThroughCache:
                     data = bytes(pending)
                     pending.clear()
                     size = await uploads.append(session, _one(data), size)
-                    session = await uploads.get(name, session.id)
+                    session = dataclasses.replace(session, size=size)
                     if held is not None:
                         yield held
                     held = data
             if pending:
                 data = bytes(pending)
                 size = await uploads.append(session, _one(data), size)
+                session = dataclasses.replace(session, size=size)
                 if held is not None:
                     yield held
                 held = data
-            session = await uploads.get(name, session.id)
             await uploads.complete(session, digest)
             completed = True
             if held is not None:

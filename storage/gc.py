@@ -32,6 +32,7 @@ from storage.content import mediatypes as mt
 from storage.content.digest import Digest
 from storage.content.manifest import parse_manifest
 from storage.errors import DigestInvalid, KeyNotFound, ManifestInvalid, ManifestUnknown
+from storage.listing import iter_keys
 from storage.sweeps import MARGIN, SWEEP_TTL, TOMB_TTL
 
 if TYPE_CHECKING:
@@ -103,25 +104,11 @@ class GarbageCollector:
 
     # -- listings ------------------------------------------------------------------------------
 
-    async def _repositories(self) -> AsyncIterator[str]:
-        last: str | None = None
-        while True:
-            names, more = await self.store.repositories.list(last, _PAGE)
-            for name in names:
-                yield name
-            if not more or not names:
-                return
-            last = names[-1]
+    def _repositories(self) -> AsyncIterator[str]:
+        return self.store.repositories.names()
 
-    async def _keys(self, prefix: str) -> AsyncIterator[str]:
-        last: str | None = None
-        while True:
-            keys = await self.driver.list(prefix, start_after=last, limit=_PAGE)
-            for key in keys:
-                yield key
-            if len(keys) < _PAGE:
-                return
-            last = keys[-1]
+    def _keys(self, prefix: str) -> AsyncIterator[str]:
+        return iter_keys(self.driver, prefix)
 
     async def _links(self, name: str) -> set[Digest]:
         prefix = paths.layers(name)

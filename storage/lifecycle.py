@@ -37,6 +37,7 @@ from storage.content.digest import Digest
 from storage.content.manifest import parse_manifest
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound, ManifestInvalid, ManifestUnknown, RegistryError
+from storage.listing import iter_keys
 from storage.manifests import ManifestStore
 from storage.repositories import RepositoryStore
 
@@ -290,16 +291,11 @@ class LifecycleStore:
         """The digests of the repository's images that some holder marks in use."""
         prefix = paths.in_use_marks(name)
         found: set[str] = set()
-        last: str | None = None
-        while True:
-            keys = await self.driver.list(prefix, start_after=last, limit=1000)
-            for key in keys:
-                parts = key[len(prefix):].split("/")
-                if len(parts) == 3:
-                    found.add(f"{parts[0]}:{parts[1]}")
-            if len(keys) < 1000:
-                return found
-            last = keys[-1]
+        async for key in iter_keys(self.driver, prefix):
+            parts = key[len(prefix):].split("/")
+            if len(parts) == 3:
+                found.add(f"{parts[0]}:{parts[1]}")
+        return found
 
     # evaluation
 
@@ -378,21 +374,16 @@ class LifecycleStore:
 async def run_all(store_repositories: RepositoryStore, lifecycle: LifecycleStore) -> dict[str, int]:
     """Run every repository's lifecycle policy; how many images each run expired."""
     expired: dict[str, int] = {}
-    last: str | None = None
-    while True:
-        names, more = await store_repositories.list(last, 1000)
-        for name in names:
-            if await lifecycle.policy(name) is None:
-                continue
-            try:
-                result = await lifecycle.run(name)
-            except LifecyclePolicyInvalid as exc:  # stored before a rule change: skip it
-                log.warning("lifecycle policy of %s is invalid: %s", name, exc)
-                continue
-            expired[name] = len(result.expiring)
-        if not more or not names:
-            return expired
-        last = names[-1]
+    async for name in store_repositories.names():
+        if await lifecycle.policy(name) is None:
+            continue
+        try:
+            result = await lifecycle.run(name)
+        except LifecyclePolicyInvalid as exc:  # stored before a rule change: skip it
+            log.warning("lifecycle policy of %s is invalid: %s", name, exc)
+            continue
+        expired[name] = len(result.expiring)
+    return expired
 
 
 _HOLDER = re.compile(r"[A-Za-z0-9._-]{1,255}")

@@ -33,6 +33,7 @@ from storage.errors import (
     TagImmutable,
 )
 from storage.events import EventQueue
+from storage.listing import iter_keys
 from storage.repositories import RepositoryStore, tag_is_immutable
 
 MAX_TAGS_PAGE = 1000
@@ -337,14 +338,8 @@ class ManifestStore:
         """Every tag of the repository that points at `digest`: its index, checked against
         the tag records."""
         prefix = paths.tag_index(name, digest)
-        found: list[str] = []
-        last: str | None = None
-        while True:
-            keys = await self.driver.list(prefix, start_after=last, limit=MAX_TAGS_PAGE)
-            found += await self._verified(name, digest, [k[len(prefix):] for k in keys])
-            if len(keys) < MAX_TAGS_PAGE:
-                return found
-            last = keys[-1]
+        tags = [key[len(prefix):] async for key in iter_keys(self.driver, prefix)]
+        return await self._verified(name, digest, tags)
 
     async def _verified(self, name: str, digest: Digest, tags: list[str]) -> list[str]:
         """The tags among `tags` whose record still points at `digest`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
@@ -153,6 +153,17 @@ class RepositoryStore:
     async def require(self, name: str) -> None:
         if not await self.exists(name):
             raise NameUnknown(f"repository {name!r} not known to registry", {"name": name})
+
+    async def names(self) -> AsyncIterator[str]:
+        """Every repository name, in order, a page of the catalog at a time."""
+        last: str | None = None
+        while True:
+            names, more = await self.list(last, MAX_PAGE)
+            for name in names:
+                yield name
+            if not more or not names:
+                return
+            last = names[-1]
 
     async def list(self, last: str | None, limit: int) -> tuple[list[str], bool]:
         """One page of repository names after `last`, and whether more follow."""

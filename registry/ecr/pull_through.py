@@ -63,6 +63,17 @@ def _describe(context: Context, record: dict[str, Any]) -> dict[str, Any]:
     return {**shown, "registryId": context.account}
 
 
+async def _existing_rule(context: Context, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The rule `ecrRepositoryPrefix` names, or PullThroughCacheRuleNotFoundException."""
+    check_registry(context, params)
+    prefix = _prefix(params)
+    assert prefix is not None
+    record = await context.store.pull_through.get(prefix)
+    if record is None:
+        raise _not_found(context, prefix)
+    return prefix, record
+
+
 def _not_found(context: Context, prefix: str) -> errors.EcrError:
     return errors.EcrError(
         "PullThroughCacheRuleNotFoundException",
@@ -139,12 +150,7 @@ async def describe_pull_through_cache_rules(context: Context,
 
 async def update_pull_through_cache_rule(context: Context,
                                          params: dict[str, Any]) -> dict[str, Any]:
-    check_registry(context, params)
-    prefix = _prefix(params)
-    assert prefix is not None
-    record = await context.store.pull_through.get(prefix)
-    if record is None:
-        raise _not_found(context, prefix)
+    prefix, record = await _existing_rule(context, params)
     credential = await _credential(context, params)
     if credential is not None:
         record["credentialArn"] = credential
@@ -157,12 +163,7 @@ async def update_pull_through_cache_rule(context: Context,
 
 async def delete_pull_through_cache_rule(context: Context,
                                          params: dict[str, Any]) -> dict[str, Any]:
-    check_registry(context, params)
-    prefix = _prefix(params)
-    assert prefix is not None
-    record = await context.store.pull_through.get(prefix)
-    if record is None:
-        raise _not_found(context, prefix)
+    prefix, record = await _existing_rule(context, params)
     await context.store.pull_through.delete(prefix)
     return _describe(context, record)
 
@@ -170,12 +171,7 @@ async def delete_pull_through_cache_rule(context: Context,
 async def validate_pull_through_cache_rule(context: Context,
                                            params: dict[str, Any]) -> dict[str, Any]:
     """Whether the upstream answers with the rule's credentials (its /v2/ base)."""
-    check_registry(context, params)
-    prefix = _prefix(params)
-    assert prefix is not None
-    record = await context.store.pull_through.get(prefix)
-    if record is None:
-        raise _not_found(context, prefix)
+    _, record = await _existing_rule(context, params)
     cache: PullThroughCache = context.request.app.state.pull_through
     result = _describe(context, record)
     try:
