@@ -4,15 +4,16 @@ per line (who, what, target, when, from where)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
+from registry.commands.common import run_on_store
 from registry.settings import Settings
-from storage.errors import DriverError, RegistryError
+
+if TYPE_CHECKING:
+    from storage.store import Store
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -32,28 +33,17 @@ def _since(value: str | None) -> float:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     since = _since(args.since)
-    try:
-        asyncio.run(_print(settings, since, args.limit))
-    except (RegistryError, DriverError, OSError) as exc:
-        print(f"registry: storage: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
-
-async def _print(settings: Settings, since: float, limit: int | None) -> None:
-    from registry.app import build_store
-
-    store = build_store(settings)
-    try:
+    async def show(store: Store) -> None:
         shown = 0
         async for entry in store.audit.entries(since):
-            if limit is not None and shown >= limit:
+            if args.limit is not None and shown >= args.limit:
                 return
             entry["when"] = dt.datetime.fromtimestamp(entry["time"], dt.UTC).isoformat()
             print(json.dumps(entry, sort_keys=True))
             shown += 1
-    finally:
-        await store.close()
+
+    return run_on_store(settings, show)
 
 
 def add_parser(commands: Subparsers, common: Callable[[argparse.ArgumentParser], None]) -> None:

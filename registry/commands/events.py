@@ -5,14 +5,16 @@ events again. Output is JSON lines."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
+from registry.commands.common import run_on_store
 from registry.settings import Settings
-from storage.errors import DriverError, RegistryError
+
+if TYPE_CHECKING:
+    from storage.store import Store
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -28,30 +30,19 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"registry: no event endpoint named {unknown[0]!r} (configured: "
               f"{', '.join(names) or 'none'})", file=sys.stderr)
         return 1
-    try:
-        asyncio.run(_run(settings, args, chosen))
-    except (RegistryError, DriverError, OSError) as exc:
-        print(f"registry: storage: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
-
-async def _run(settings: Settings, args: argparse.Namespace, endpoints: list[str]) -> None:
-    from registry.app import build_store
-
-    store = build_store(settings)
-    try:
+    async def work(store: Store) -> None:
         if args.events_command == "replay":
-            count = await store.events.replay(endpoints[0], args.ids)
-            print(f"{count} event(s) queued again for {endpoints[0]}", file=sys.stderr)
+            count = await store.events.replay(chosen[0], args.ids)
+            print(f"{count} event(s) queued again for {chosen[0]}", file=sys.stderr)
             return
-        for endpoint in endpoints:
+        for endpoint in chosen:
             listed = (await store.events.dead(endpoint, 100000) if args.dead
                       else await store.events.pending(endpoint, 100000))
             for _, record in listed:
                 print(json.dumps({"endpoint": endpoint, **record}))
-    finally:
-        await store.close()
+
+    return run_on_store(settings, work)
 
 
 def add_parser(commands: Subparsers, common: Callable[[argparse.ArgumentParser], None]) -> None:

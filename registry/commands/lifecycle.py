@@ -7,17 +7,16 @@ expires them. Output is JSON lines, one per image."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from registry.commands.common import CommandError
+from registry.commands.common import CommandError, run_on_store
 from registry.settings import Settings
 from storage.content.digest import Digest
 from storage.content.names import check_name
-from storage.errors import DriverError, RegistryError
+from storage.errors import RegistryError
 from storage.lifecycle import Evaluation, LifecyclePolicyInvalid, LifecyclePolicyNotFound
 from storage.store import Store
 
@@ -26,29 +25,12 @@ StoreHandler = Callable[[Store, argparse.Namespace], Awaitable[None]]
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        asyncio.run(_run(settings, args))
-    except CommandError as exc:
-        print(f"registry: {exc}", file=sys.stderr)
-        return exc.status
-    except (LifecyclePolicyInvalid, LifecyclePolicyNotFound, ValueError) as exc:
-        print(f"registry: {exc}", file=sys.stderr)
-        return 1
-    except (RegistryError, DriverError, OSError) as exc:
-        print(f"registry: storage: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _run(settings: Settings, args: argparse.Namespace) -> None:
-    from registry.app import build_store
-
-    store = build_store(settings)
-    try:
+    async def work(store: Store) -> None:
         handler: StoreHandler = args.store_handler
         await handler(store, args)
-    finally:
-        await store.close()
+
+    return run_on_store(settings, work,
+                        (LifecyclePolicyInvalid, LifecyclePolicyNotFound, ValueError))
 
 
 async def _repository(store: Store, args: argparse.Namespace) -> str:

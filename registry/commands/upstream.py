@@ -5,16 +5,19 @@ stored sealed with `auth.secret_key` and referenced from a rule as
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import re
 import sys
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
+from auth.secrets import SecretBox
+from registry.commands.common import run_on_store
 from registry.settings import Settings
-from storage.errors import DriverError, RegistryError
+
+if TYPE_CHECKING:
+    from storage.store import Store
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 _NAME = re.compile(r"[a-zA-Z0-9/_+=.@-]{1,512}")
@@ -28,19 +31,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print("registry: upstream secrets are sealed with auth.secret_key: set it "
               "(REGISTRY_AUTH_SECRET_KEY)", file=sys.stderr)
         return 1
-    try:
-        return asyncio.run(_run(settings, args))
-    except (RegistryError, DriverError, OSError) as exc:
-        print(f"registry: storage: {exc}", file=sys.stderr)
-        return 1
 
-
-async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from auth.secrets import SecretBox
-    from registry.app import build_store
-
-    store = build_store(settings)
-    try:
+    async def work(store: Store) -> int:
         if args.upstream_command == "delete":
             if not await store.pull_through.delete_secret(args.name):
                 print(f"registry: no upstream secret named {args.name}", file=sys.stderr)
@@ -56,8 +48,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"arn:aws:secretsmanager:{settings.auth.region}:{settings.auth.account_id}:secret:"
               f"ecr-pullthroughcache/{args.name}")
         return 0
-    finally:
-        await store.close()
+
+    return run_on_store(settings, work)
 
 
 def add_parser(commands: Subparsers, common: Callable[[argparse.ArgumentParser], None]) -> None:
