@@ -103,17 +103,21 @@ class ManifestStore:
                 f"manifest digest {manifest.digest} does not match reference {reference}",
                 {"expected": reference, "actual": str(manifest.digest)},
             )
-        if not cached:
-            await self._check_references(name, manifest)
+        sweeps = self.blobs.sweeps
+        gc_before = await sweeps.repository_state(name)  # before the references are checked
         digest = manifest.digest
-        current = {tag: await self.tag_digest(name, tag) for tag in tags}
+        blob_key = paths.blob(digest)
+        _, tag_digests, revision_before, bytes_stored = await asyncio.gather(
+            self._check_references(name, manifest) if not cached else asyncio.sleep(0),
+            asyncio.gather(*(self.tag_digest(name, tag) for tag in tags)),
+            self.revision_record(name, digest), self.driver.exists(blob_key))
+        current = dict(zip(tags, tag_digests, strict=True))
         for tag, old in current.items():
             if old is not None and old != digest and tag_is_immutable(settings, tag):
                 raise _immutable(name, tag)
         await self.repositories.ensure(name)  # the catalog entry first: GC finds us through it
-        existed = await self.revision_record(name, digest) is not None
-        blob_key = paths.blob(digest)
-        if not await self.driver.exists(blob_key):
+        existed = revision_before is not None
+        if not bytes_stored:
             await self.driver.put(blob_key, raw)
         record: dict[str, object] = {
             "mediaType": manifest.media_type, "size": len(raw), "pushedAt": time.time(),
@@ -131,7 +135,7 @@ class ManifestStore:
             await self._set_tag(name, tag, digest, current[tag],
                                 tag_is_immutable(settings, tag))
         try:
-            await self._survive_gc(name, manifest, revision, cached)
+            await self._survive_gc(name, manifest, revision, cached, gc_before, bytes_stored)
         except ManifestBlobUnknown:
             await self._roll_back(name, manifest, current, existed)
             raise
@@ -143,20 +147,26 @@ class ManifestStore:
         return manifest
 
     async def _survive_gc(self, name: str, manifest: Manifest, revision: bytes,
-                          cached: bool = False) -> None:
+                          cached: bool, gc_before: bytes | None, bytes_stored: bool) -> None:
         """With everything written, make sure a GC pass that overlapped the push did not take
-        what it stands on (storage/sweeps.py). A pass over this repository that is still
-        running is waited out; one that listed the repository between our writes may have
-        removed the revision (re-created here) or links it needs (then the push fails). The
-        manifest's own bytes are re-stored if a blob sweep took them."""
+        what it stands on (storage/sweeps.py). If the repository's GC marker reads as it did
+        before the references were checked, and no pass was running then, none overlapped.
+        Otherwise a pass still running is waited out; one that listed the repository between
+        our writes may have removed the revision (re-created here) or links it needs (then the
+        push fails). Manifest bytes that were already stored (this push did not write them)
+        may have been announced by a blob sweep: they are waited for and re-stored if taken."""
         digest = manifest.digest
-        await self.blobs.sweeps.wait_repository(name)
-        if not await self.driver.exists(paths.revision(name, digest)):
-            await self.driver.put(paths.revision(name, digest), revision)
-        if not await self.blobs.settled(digest):
+        sweeps = self.blobs.sweeps
+        gc_after = await sweeps.repository_state(name)
+        if gc_after != gc_before or sweeps.running(gc_before):
+            await sweeps.wait_repository(name)
+            if not await self.driver.exists(paths.revision(name, digest)):
+                await self.driver.put(paths.revision(name, digest), revision)
+            if not cached:
+                await self._check_references(name, manifest)
+        # Only now that the revision is surely there (a blob sweep spares what it names).
+        if bytes_stored and not await self.blobs.settled(digest):
             await self.driver.put(paths.blob(digest), manifest.raw)
-        if not cached:
-            await self._check_references(name, manifest)
 
     async def _roll_back(self, name: str, manifest: Manifest, before: dict[str, Digest | None],
                          existed: bool) -> None:
@@ -210,15 +220,18 @@ class ManifestStore:
         return max(sizes)
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
-        missing = [str(d.digest) for d in manifest.blobs
-                   if not await self.blobs.linked(name, d.digest)]
+        blobs = manifest.blobs
+        linked = await asyncio.gather(*(self.blobs.linked(name, d.digest) for d in blobs))
+        missing = [str(d.digest) for d, ok in zip(blobs, linked, strict=True) if not ok]
         if missing:
             raise ManifestBlobUnknown(
                 f"manifest references blobs unknown to the repository: {', '.join(missing)}",
                 {"digests": missing},
             )
-        children = [str(d.digest) for d in manifest.manifests
-                    if not await self.driver.exists(paths.revision(name, d.digest))]
+        known = await asyncio.gather(*(self.driver.exists(paths.revision(name, d.digest))
+                                       for d in manifest.manifests))
+        children = [str(d.digest) for d, ok in zip(manifest.manifests, known, strict=True)
+                    if not ok]
         if children:
             raise ManifestChildUnknown(
                 f"index references manifests unknown to the repository: {', '.join(children)}",

@@ -15,6 +15,9 @@ sees the other:
   repository. A manifest push writes its revision first and then looks for that marker: if a
   pass is in progress it waits for the end, re-creates its revision if GC removed it, and
   checks that every blob it references is still linked, else fails MANIFEST_BLOB_UNKNOWN.
+  The marker outlives the pass (its deadline set to 0, a new pass id each pass), so a push
+  that reads it before its reference check and again after its writes, and finds the same
+  finished record both times, knows that no pass ran in between and skips those checks.
 
 Announcements carry a deadline. Waiters stop waiting at the deadline (a GC that died leaves
 nothing blocking for long); GC stops deleting `MARGIN` seconds before it, so nobody acts on a
@@ -24,12 +27,13 @@ lapsed announcement that GC still honours, as long as clocks agree to within the
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 
 from storage import paths, records
 from storage.content.digest import Digest
 from storage.drivers.base import Driver
-from storage.errors import KeyNotFound
+from storage.errors import KeyNotFound, StorageUnavailable
 
 TOMB_TTL = 600.0
 SWEEP_TTL = 120.0
@@ -46,20 +50,44 @@ class Sweeps:
     async def announce_blob(self, digest: Digest, until: float) -> None:
         await self.driver.put(paths.gc_tomb(digest), records.dump({"until": until}))
 
-    async def begin_repository(self, name: str, ttl: float = SWEEP_TTL) -> float:
+    async def begin_repository(self, name: str, ttl: float = SWEEP_TTL,
+                               pass_id: str | None = None) -> float:
         """Announce (or renew) a pass over repository `name`; its deadline."""
         until = time.time() + ttl
-        await self.driver.put(paths.gc_sweep(name), records.dump({"until": until}))
+        record = {"until": until, "pass": pass_id or secrets.token_hex(8)}
+        await self.driver.put(paths.gc_sweep(name), records.dump(record))
         return until
 
     async def end_repository(self, name: str) -> None:
-        await self.driver.delete(paths.gc_sweep(name))
+        """The pass is over; its record stays, finished, as a trace that a pass happened."""
+        record = {"until": 0, "ended": time.time(), "pass": secrets.token_hex(8)}
+        await self.driver.put(paths.gc_sweep(name), records.dump(record))
 
     # -- everyone else's side -------------------------------------------------------------------
 
     async def wait_blob(self, digest: Digest) -> bool:
         """Wait while GC may be deleting blob `digest`; whether it had to wait."""
         return await self._wait(paths.gc_tomb(digest))
+
+    async def repository_state(self, name: str) -> bytes | None:
+        """The repository's marker as stored (None if no pass ever ran): two equal reads
+        that are not `running` mean no pass began or ended between them."""
+        try:
+            return await self.driver.get(paths.gc_sweep(name), records.MAX_RECORD)
+        except KeyNotFound:
+            return None
+
+    @staticmethod
+    def running(state: bytes | None) -> bool:
+        """Whether a marker read by `repository_state` announces a pass in progress (or one
+        whose record cannot be read: assume the worst)."""
+        if state is None:
+            return False
+        try:
+            until = records.load(state, "gc marker").get("until")
+        except StorageUnavailable:
+            return True
+        return not isinstance(until, int | float) or until > time.time()
 
     async def wait_repository(self, name: str) -> bool:
         """Wait while a GC pass over repository `name` is in progress; whether it waited."""

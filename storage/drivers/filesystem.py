@@ -99,7 +99,7 @@ class FilesystemDriver:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if self.fsync:
+            if self.fsync and data:  # an empty file has no data to lose
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
