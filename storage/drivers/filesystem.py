@@ -13,6 +13,7 @@ import bisect
 import builtins
 import contextlib
 import fcntl
+import itertools
 import os
 import secrets
 import stat
@@ -32,6 +33,14 @@ T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
+# Temporary names: unique across processes sharing the folder (pid plus a random nonce, as pids
+# repeat across containers) without a random draw per write.
+_TMP_NONCE = secrets.token_hex(4)
+_tmp_numbers = itertools.count()
+
+
+def _temp_name() -> str:
+    return f"{_TMP_PREFIX}{os.getpid():x}-{_TMP_NONCE}-{next(_tmp_numbers):x}"
 
 
 class FilesystemDriver:
@@ -92,9 +101,13 @@ class FilesystemDriver:
         return True
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        tmp = path.parent / _temp_name()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # the first object in its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
         try:
             view = memoryview(data)
             while view:
