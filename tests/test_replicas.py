@@ -45,7 +45,7 @@ OCTET = {"Content-Type": "application/octet-stream"}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DEFAULT_PART_SIZE = 16 * MiB  # the registry's S3 part size unless configured
+DEFAULT_PART_SIZE = 8 * MiB  # the registry's S3 part size unless configured
 
 
 def sha256(data: bytes) -> str:

@@ -22,6 +22,7 @@ import builtins
 import functools
 import io
 import json
+import mmap
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
+_PARTS_PER_SIZE = 1000  # parts of one size before the part size doubles
 MAX_COPY_SIZE = 5 * 1024 * MiB  # CopyObject limit; larger objects are copied in parts
 COPY_PART_SIZE = 1024 * MiB
 READ_CHUNK = 1 * MiB
@@ -71,6 +73,42 @@ class _AppendState:
                    int(doc["tail"]), doc.get("tailKey"), etag)
 
 
+class _Part:
+    """One part being assembled: an anonymous memory map (freed on close, whatever the
+    allocator's tuning), how much of it is filled, and how much of that is already hashed."""
+
+    __slots__ = ("buffer", "fill", "observed")
+
+    def __init__(self, size: int) -> None:
+        self.buffer = mmap.mmap(-1, size)
+        self.fill = 0
+        self.observed = 0
+
+    @property
+    def full(self) -> bool:
+        return self.fill == len(self.buffer)
+
+    def write(self, view: memoryview, observed: bool) -> int:
+        n = min(len(view), len(self.buffer) - self.fill)
+        self.buffer[self.fill:self.fill + n] = view[:n]
+        self.fill += n
+        if observed:
+            self.observed = self.fill
+        return n
+
+    def observe(self, observe: Observer) -> None:
+        if self.observed < self.fill:
+            with memoryview(self.buffer) as view:
+                observe(view[self.observed:self.fill])
+            self.observed = self.fill
+
+    def data(self) -> bytes:
+        return self.buffer[:self.fill]
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
 class S3Driver:
     name = "s3"
 
@@ -82,7 +120,7 @@ class S3Driver:
         region: str | None = None,
         endpoint_url: str | None = None,
         addressing_style: str = "auto",
-        part_size: int = 16 * MiB,
+        part_size: int = 8 * MiB,
         redirect: bool = True,
         redirect_expiry: int = 1200,
         server_side_encryption: str | None = None,
@@ -363,22 +401,33 @@ class S3Driver:
             raise KeyBusy(state.tail_key)
         return tail
 
-    def _upload_part(self, full: str, state: _AppendState, number: int, data: bytes,
-                     observe: Observer | None, new: builtins.list[bytes]) -> tuple[int, str, int]:
-        if observe is not None:
-            for chunk in new:
-                observe(chunk)
+    def _part_size(self, number: int) -> int:
+        """Size of part `number`: the configured size for the first 1000 parts, doubling every
+        1000 after, so a small part size (little memory per upload) still reaches S3's 5 TiB
+        object limit within its 10,000 parts."""
+        return self.part_size << ((number - 1) // _PARTS_PER_SIZE)
+
+    def _upload_part(self, full: str, state: _AppendState, number: int, data: bytes | _Part,
+                     observe: Observer | None) -> tuple[int, str, int]:
         if number > MAX_PARTS:
             raise DriverError(f"{full}: more than {MAX_PARTS} parts; raise the part size")
+        if isinstance(data, _Part):
+            if observe is not None:
+                data.observe(observe)
+            data.buffer.seek(0)
+            body: Any = data.buffer  # file-like: botocore reads (and re-reads on retry) it
+            size = data.fill
+        else:
+            body, size = data, len(data)
         response = self.client.upload_part(Bucket=self.bucket, Key=full, UploadId=state.upload_id,
-                                           PartNumber=number, Body=data)
-        return (number, str(response["ETag"]), len(data))
+                                           PartNumber=number, Body=body, ContentLength=size)
+        return (number, str(response["ETag"]), size)
 
-    def _finish_append(self, full: str, state: _AppendState, tail: bytes,
-                       observe: Observer | None, new: builtins.list[bytes]) -> None:
+    def _finish_append(self, full: str, state: _AppendState, lost: _Part | None, rest: _Part,
+                       observe: Observer | None) -> None:
         if observe is not None:
-            for chunk in new:
-                observe(chunk)
+            rest.observe(observe)  # `lost` was observed before its upload failed
+        tail = (lost.data() if lost is not None else b"") + rest.data()
         old_tail = state.tail_key
         new_tail = f"{full}{TAIL}{secrets.token_hex(8)}" if tail else None
         if new_tail is not None:
@@ -396,6 +445,9 @@ class S3Driver:
     async def append(
         self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
     ) -> int:
+        """Parts fill anonymous memory maps of the part size: one being filled and one being
+        uploaded per request, at most, returned to the system as soon as they are done with
+        (the request's chunks are copied once, hashed where they lie)."""
         full = self._key(key)
         try:
             state = await self._run(self._load_state, full, key=key)
@@ -407,43 +459,47 @@ class S3Driver:
             state = await self._run(self._start_append, full, key=key)
         if state.size != offset:
             raise OffsetMismatch(key, state.size)
-        buffer = bytearray()
-        if state.tail:
-            buffer += await self._run(self._get_tail, state, key=key)
-        new: builtins.list[bytes] = []
-        pending: tuple[asyncio.Future[tuple[int, str, int]], bytes] | None = None
         loop = asyncio.get_running_loop()
-        lost = b""  # a part whose upload failed: kept as the start of the tail
-        try:
-            async for chunk in chunks:
-                if not chunk:
+        pending: tuple[asyncio.Future[tuple[int, str, int]], _Part] | None = None
+        part = _Part(self._part_size(len(state.parts) + 1))
+
+        async def feed(data: bytes | memoryview, observed: bool) -> None:
+            nonlocal pending, part
+            view = memoryview(data)
+            while view:
+                view = view[part.write(view, observed):]
+                if not part.full:
                     continue
-                buffer += chunk
-                new.append(chunk)
-                if len(buffer) >= self.part_size:
-                    if pending is not None:
-                        state.parts.append(await self._settle(pending[0], key))
-                        pending = None
-                    data = bytes(buffer[:self.part_size])
-                    del buffer[:self.part_size]
-                    future = loop.run_in_executor(
-                        self._pool, self._upload_part, full, state, len(state.parts) + 1, data,
-                        observe, new)
-                    pending, new = (future, data), []
-        finally:
-            if pending is not None:
-                try:
+                if pending is not None:
                     state.parts.append(await self._settle(pending[0], key))
-                except BaseException:
-                    lost = pending[1]
-                    raise
-                finally:
-                    # Record what arrived (also after a disconnect) so the client can resume.
-                    await self._run(self._finish_append, full, state, lost + bytes(buffer),
-                                    observe, new, key=key)
-            else:
-                await self._run(self._finish_append, full, state, bytes(buffer), observe, new,
-                                key=key)
+                    pending[1].close()
+                    pending = None
+                number = len(state.parts) + 1
+                future = loop.run_in_executor(self._pool, self._upload_part, full, state,
+                                              number, part, observe)
+                pending = (future, part)
+                part = _Part(self._part_size(number + 1))
+
+        lost: _Part | None = None  # a part whose upload failed: kept as the start of the tail
+        try:
+            if state.tail:  # hashed when it arrived
+                await feed(await self._run(self._get_tail, state, key=key), True)
+            async for chunk in chunks:
+                if chunk:
+                    await feed(chunk, False)
+        finally:
+            try:
+                if pending is not None:
+                    try:
+                        state.parts.append(await self._settle(pending[0], key))
+                        pending[1].close()
+                    except BaseException:
+                        lost = pending[1]  # maybe still read by its thread: not closed here
+                        raise
+            finally:
+                # Record what arrived (also after a disconnect) so the client can resume.
+                await self._run(self._finish_append, full, state, lost, part, observe, key=key)
+                part.close()
         return state.size
 
     async def _settle(self, future: asyncio.Future[T], key: str) -> T:
@@ -475,7 +531,7 @@ class S3Driver:
         parts = list(state.parts)
         if state.tail:
             tail = self._get_tail(state)
-            parts.append(self._upload_part(full, state, len(parts) + 1, tail, None, []))
+            parts.append(self._upload_part(full, state, len(parts) + 1, tail, None))
         if not parts:
             self._abort(full, state.upload_id)
             self._put(full, b"", IfMatch=str(state.etag))
