@@ -33,6 +33,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -118,6 +119,17 @@ class Metrics:
                                   ["kind"], registry=r)
         self.events = Counter("registry_events_delivered", "Event deliveries",
                               ["endpoint", "result"], registry=r)
+        self.uploads = Gauge("registry_blob_uploads_in_progress",
+                             "Blob upload requests receiving data in this process", registry=r)
+        self.tokens = Counter("registry_tokens_issued", "Bearer tokens issued by /token",
+                              ["kind"], registry=r)
+        self.queue_depth = Gauge("registry_queue_depth",
+                                 "Events and replication jobs waiting (pending) or given up "
+                                 "on (dead), counted in storage", ["queue", "state"],
+                                 registry=r)
+        self.job_last_success = Gauge("registry_job_last_success_timestamp_seconds",
+                                      "When a periodic job (gc, lifecycle) last succeeded here",
+                                      ["job"], registry=r)
         self.draining = False
 
     def exposition(self) -> bytes:
@@ -182,10 +194,15 @@ class RequestMiddleware:
                 return
         gauge = metrics.in_flight.labels(route)
         gauge.inc()
+        receiving = route == "blob_upload" and method in ("POST", "PATCH", "PUT")
+        if receiving:
+            metrics.uploads.inc()
         try:
             await self.app(scope, receive_counted, send_counted)
         finally:
             gauge.dec()
+            if receiving:
+                metrics.uploads.dec()
             if uploading:
                 assert self.limiter is not None
                 self.limiter.end_upload()
@@ -284,5 +301,28 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if settings.server.metrics_port:  # served on their own port, not here
+        return Response(status_code=404)
     metrics: Metrics = request.app.state.metrics
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def start_metrics_server(settings: Settings, metrics: Metrics) -> Callable[[], None] | None:
+    """`[server] metrics_port`: the metrics on a port of their own (prometheus-client's
+    server, in a thread), so the registry's public port need not expose them. Returns how to
+    stop it."""
+    server = settings.server
+    if not server.metrics_port:
+        return None
+    httpd, thread = start_http_server(server.metrics_port, server.metrics_host or server.host,
+                                      registry=metrics.registry)
+    log.info("metrics on http://%s:%d/metrics", server.metrics_host or server.host,
+             server.metrics_port)
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+    return stop

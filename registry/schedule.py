@@ -14,6 +14,7 @@ from registry.replication import replicate_forever, replication_store
 from registry.settings import Settings
 from storage.gc import GarbageCollector, GcOptions
 from storage.lifecycle import run_all
+from storage.replication import queue_name
 from storage.store import Store
 
 log = logging.getLogger("registry")
@@ -28,12 +29,31 @@ async def _periodic(store: Store, job: str, interval: float,
                 await work()
                 if metrics is not None:
                     metrics.job_runs.labels(job, "ok").inc()
+                    metrics.job_last_success.labels(job).set_to_current_time()
         except asyncio.CancelledError:
             raise
         except Exception:
             if metrics is not None:
                 metrics.job_runs.labels(job, "failed").inc()
             log.exception("periodic %s failed; it runs again in %ss", job, interval)
+
+
+async def _queue_depths(store: Store, queues: list[str], metrics: Metrics,
+                        interval: float) -> None:
+    """Keep the queue-depth gauges current (counted in storage, so every replica reports the
+    shared queues)."""
+    while True:
+        for queue in queues:
+            try:
+                pending, dead = await store.events.depth(queue)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not count queue %s", queue, exc_info=True)
+                continue
+            metrics.queue_depth.labels(queue, "pending").set(pending)
+            metrics.queue_depth.labels(queue, "dead").set(dead)
+        await asyncio.sleep(interval)
 
 
 def gc_options(settings: Settings, **overrides: object) -> GcOptions:
@@ -72,6 +92,11 @@ async def scheduled_jobs(settings: Settings, store: Store,
     replication_store(store, settings)  # pushes queue replication jobs from now on
     for destination in settings.replication.destinations:
         tasks.append(asyncio.create_task(replicate_forever(settings, store, destination)))
+    queues = [e.name for e in settings.events.endpoints]
+    queues += [queue_name(d.name) for d in settings.replication.destinations]
+    if queues and metrics is not None:
+        tasks.append(asyncio.create_task(
+            _queue_depths(store, queues, metrics, settings.server.metrics_refresh)))
     if settings.gc.interval > 0:
         tasks.append(asyncio.create_task(
             _periodic(store, "gc", settings.gc.interval, collect, metrics)))

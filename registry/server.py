@@ -12,9 +12,10 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from registry.app import create_app
-from registry.observability import Metrics
+from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
 
 log = logging.getLogger("registry")
@@ -77,6 +78,16 @@ def serve(settings: Settings) -> int:
     storage = settings.storage
     where = (str(Path(storage.filesystem.root).resolve()) if storage.driver == "filesystem"
              else f"s3://{storage.s3.bucket}/{storage.s3.prefix}")
+    stop_metrics = start_metrics_server(settings, app.state.metrics)
+    try:
+        return serve_uvicorn(app, settings, where)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+def serve_uvicorn(app: Starlette, settings: Settings, where: str) -> int:
+    server = settings.server
     config = uvicorn.Config(
         app,
         host=server.host,
@@ -118,3 +129,4 @@ class DrainingServer(uvicorn.Server):
         log.info("draining: readiness is false; stopping in %ss", self.drain_delay)
         loop = asyncio.get_event_loop()
         loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
+

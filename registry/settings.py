@@ -39,6 +39,11 @@ class ServerSettings:
     # SIGTERM first turns /readyz false and keeps serving this many seconds (so a load
     # balancer stops sending), then stops accepting and lets requests finish.
     drain_delay: int = 0
+    # Prometheus metrics on a port of their own (0: at /metrics on the registry's port);
+    # metrics_host defaults to `host`.
+    metrics_port: int = 0
+    metrics_host: str = ""
+    metrics_refresh: float = 15.0  # seconds between counts of the event/replication queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class S3Settings:
     region: str | None = None
     endpoint_url: str | None = None
     addressing_style: str = "auto"  # "path" for MinIO / Ceph RGW without wildcard DNS
-    part_size: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024  # doubles every 1000 parts
     redirect: bool = True  # blob GETs answer 307 to a presigned URL
     redirect_expiry: int = 1200
     server_side_encryption: str | None = None  # "AES256" or "aws:kms"
@@ -348,6 +353,11 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError("setting 'server.public_url' must start with http:// or https://")
         if settings.log_format not in ("text", "json"):
             raise SettingsError("setting 'server.log_format' must be text or json")
+        if not 0 <= settings.metrics_port <= 65535:
+            raise SettingsError(f"setting 'server.metrics_port' out of range: "
+                                f"{settings.metrics_port}")
+        if settings.metrics_port and settings.metrics_port == settings.port:
+            raise SettingsError("setting 'server.metrics_port' must differ from 'server.port'")
     if isinstance(settings, StorageSettings):
         from storage.drivers import DRIVERS
 

@@ -48,7 +48,7 @@ async def get_token(request: Request) -> Response:
         name, password = parse_basic(value)
         caller = await auth.authorizer.login(name, password, address)
     offline = params.get("offline_token", "").lower() == "true"
-    return await _answer(auth, caller, params.getlist("scope"), address, offline)
+    return await _answer(request, auth, caller, params.getlist("scope"), address, offline)
 
 
 async def post_token(request: Request) -> Response:
@@ -79,13 +79,16 @@ async def post_token(request: Request) -> Response:
         offline = False  # the client keeps the refresh token it has
     else:
         raise Unauthenticated("grant_type must be password or refresh_token")
-    return await _answer(auth, caller, form.get("scope", "").split(), address, offline)
+    return await _answer(request, auth, caller, form.get("scope", "").split(), address, offline)
 
 
-async def _answer(auth: AuthServices, caller: Caller, scope_values: list[str], address: str,
-                  offline: bool) -> Response:
+async def _answer(request: Request, auth: AuthServices, caller: Caller,
+                  scope_values: list[str], address: str, offline: bool) -> Response:
     granted = await auth.authorizer.grant(caller, parse_scopes(scope_values), address)
     issued = auth.tokens.issue(caller.user or "", granted)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.tokens.labels("access").inc()
     body: dict[str, Any] = {
         "token": issued.token,
         "access_token": issued.token,
@@ -97,6 +100,8 @@ async def _answer(auth: AuthServices, caller: Caller, scope_values: list[str], a
             f"{a.type}:{a.name}:{','.join(a.actions)}" for a in granted)
     if offline and caller.user:
         body["refresh_token"] = auth.tokens.issue_refresh(caller.user)
+        if metrics is not None:
+            metrics.tokens.labels("refresh").inc()
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 

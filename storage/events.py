@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from storage import records
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound
+from storage.listing import iter_keys
 
 PENDING = "events/pending/"
 DEAD = "events/dead/"
@@ -115,6 +116,19 @@ class EventQueue:
             except KeyNotFound:
                 continue  # delivered meanwhile
         return found
+
+    async def depth(self, queue: str, limit: int = 100_000) -> tuple[int, int]:
+        """How many records wait in `queue` (pending) and how many were given up on (dead),
+        each counted up to `limit`."""
+        counts = []
+        for prefix in (f"{PENDING}{queue}/", f"{DEAD}{queue}/"):
+            n = 0
+            async for _ in iter_keys(self.driver, prefix):
+                n += 1
+                if n >= limit:
+                    break
+            counts.append(n)
+        return counts[0], counts[1]
 
     async def delivered(self, key: str) -> None:
         await self.driver.delete(key)

@@ -8,14 +8,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 
-from tests.conftest import start_registry
+from tests.conftest import free_port, start_registry
 from tests.ecr.test_signed import SECRET_KEY
 from tests.registry.util import push_image, random_blob, sha256
 
@@ -186,3 +188,94 @@ def test_the_audit_trail_records_changes_and_deletes(tmp_path: Path) -> None:
                             "--data-dir", str(tmp_path / "data")], capture_output=True,
                            text=True, timeout=30)
     assert later.returncode == 0 and later.stdout == ""
+
+
+def _sample(text: str, name: str) -> float | None:
+    """The value of the metric line that starts with `name` (labels included), or None."""
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    return None
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path) -> None:
+    """`[server] metrics_port`: the registry's port stops answering /metrics; the metrics port
+    reports what the registry did, including events waiting for an endpoint that is down and
+    an upload receiving data at the moment of the scrape."""
+    metrics_port = free_port()
+    down = free_port()  # nothing listens here: every delivery fails and the queue grows
+    live = start_registry(tmp_path / "data", env={
+        "REGISTRY_SERVER_METRICS_PORT": str(metrics_port),
+        "REGISTRY_SERVER_METRICS_REFRESH": "0.2",
+        "REGISTRY_GC_INTERVAL": "0", "REGISTRY_LIFECYCLE_INTERVAL": "0",
+        "REGISTRY_EVENTS_ENDPOINTS": json.dumps([{
+            "name": "hooks", "url": f"http://127.0.0.1:{down}/hook", "max_attempts": 1000,
+            "backoff": 30, "timeout": 1}])})
+    scrape_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            assert http.get("/metrics").status_code == 404
+            push_image(http, "ops/one", "v1")
+            push_image(http, "ops/two", "v1")
+            # An upload that is still sending: the gauge counts it while it lasts.
+            location = http.post("/v2/ops/one/blobs/uploads/").headers["location"]
+            gate = threading.Event()
+
+            def body() -> Iterator[bytes]:
+                yield b"x" * 1024
+                gate.wait(30)
+                yield b"y" * 1024
+
+            patch = threading.Thread(target=lambda: http.patch(
+                location, content=body(), headers={"Content-Type": "application/octet-stream"}))
+            patch.start()
+            try:
+                wait_for(lambda: _sample(httpx.get(scrape_url).text,
+                                         "registry_blob_uploads_in_progress") == 1.0, 30)
+            finally:
+                gate.set()
+                patch.join(30)
+
+            def depth() -> float | None:
+                return _sample(httpx.get(scrape_url).text,
+                               'registry_queue_depth{queue="hooks",state="pending"}')
+
+            wait_for(lambda: depth() == 2.0, 30)  # two pushes, one event each
+        text = httpx.get(scrape_url).text
+        assert _sample(text, "registry_blob_uploads_in_progress") == 0.0
+        assert _sample(text, 'registry_queue_depth{queue="hooks",state="dead"}') == 0.0
+        assert 'registry_http_requests_total{method="PUT",route="manifest",status="201"}' in text
+    finally:
+        live.stop()
+
+
+def test_tokens_issued_are_counted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {**os.environ, "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY}
+    subprocess.run([sys.executable, "-m", "registry", "user", "add", "bob", "--password-stdin",
+                    "--data-dir", str(data)], input="bob-pw-456", text=True, env=env,
+                   check=True, capture_output=True)
+    live = start_registry(data, env={"REGISTRY_AUTH_ENABLED": "true",
+                                     "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY})
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            for _ in range(3):
+                assert http.get("/token", auth=("bob", "bob-pw-456"),
+                                params={"service": "registry"}).status_code == 200
+            assert http.get("/token", auth=("bob", "bob-pw-456"), params={
+                "service": "registry", "offline_token": "true"}).status_code == 200
+            assert http.get("/token", auth=("bob", "wrong")).status_code == 401
+            text = http.get("/metrics").text
+        assert _sample(text, 'registry_tokens_issued_total{kind="access"}') == 4.0
+        assert _sample(text, 'registry_tokens_issued_total{kind="refresh"}') == 1.0
+    finally:
+        live.stop()
