@@ -342,7 +342,9 @@ DISTRIBUTION_QUIET_LOG = """\
   accesslog:
     disabled: true
 """
-TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION)
+TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian")
+DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION)
+GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 
 
 @dataclass
@@ -368,12 +370,13 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Target:
-    """One registry under test: `ours-fs`, `ours-s3` (moto_server) or `distribution`."""
+    """One registry under test: `ours-fs`, `ours-s3` (moto_server), `distribution`, or
+    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn)."""
 
     name: str
     python: str = sys.executable
     distribution_bin: str = DISTRIBUTION_BIN
-    part_size: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024
 
     @property
     def kind(self) -> str:
@@ -386,6 +389,8 @@ class Target:
     def describe(self) -> str:
         if self.kind == DISTRIBUTION:
             return f"{self.distribution_bin} serve <config.yml> (filesystem)"
+        if self.name.endswith("-granian"):
+            return f"{self.python} bench/granian_serve.py --config <settings.toml> ({self.backend})"
         return f"{self.python} -m registry serve --config <settings.toml> ({self.backend})"
 
     def version(self) -> str | None:
@@ -427,9 +432,11 @@ class Target:
                 redirect=str(redirect).lower(),
                 part_size=self.part_size,
             )
+        program = ([str(GRANIAN_SCRIPT).replace("{", "{{").replace("}", "}}")]
+                   if self.name.endswith("-granian") else ["-m", "registry", "serve"])
         argv = [
             self.python.replace("{", "{{").replace("}", "}}"),
-            "-m", "registry", "serve", "--config", "{config}",
+            *program, "--config", "{config}",
             "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}",
         ]
         name = self.name if redirect else f"{self.name}-streamed"

@@ -59,6 +59,7 @@ from common import (
     DISTRIBUTION,
     DISTRIBUTION_BIN,
     RESULTS_DIR,
+    DEFAULT_TARGETS,
     TARGET_NAMES,
     Deployment,
     Target,
@@ -320,7 +321,7 @@ def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[st
     limits = summaries.get("limits", {})
     sha = median(limits, "sha256", "machine", "mb_per_s")
     sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
-    for name, group in (("ours-fs", "fs"), ("ours-s3", "s3")):
+    for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-fs-granian", "granian")):
         for section, summary in summaries.items():
             for op, metric, label, better in rows_for(section, levels):
                 ref_op = "pull" if op == "pull-streamed" else op
@@ -405,20 +406,21 @@ def format_tables(report: dict[str, Any]) -> str:
             if c["group"] == "fs":
                 lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
                              f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
-        for group in ("fs", "s3"):
+        for group in ("fs", "granian", "s3"):
             rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
                    and "headline" not in c["what"]]
             if rel:
                 misses = [c["what"].split(" >=")[0].split(" <=")[0] for c in rel if not c["pass"]]
                 lines.append(f"   [{group}] every figure at least Distribution's: "
                              f"{len(rel) - len(misses)}/{len(rel)} PASS"
-                             + (f"; MISS: {', '.join(misses)}" if misses and group == "fs"
+                             + (f"; MISS: {', '.join(misses)}" if misses and group != "s3"
                                 else ""))
-        s3 = [c for c in absolute if c["group"] == "s3"]
-        if s3:
-            passed = sum(c["pass"] for c in s3)
-            lines.append(f"   [s3] the targets above on ours-s3: {passed}/{len(s3)} PASS "
-                         "(see `checks` in the JSON)")
+        for group, name in (("granian", "ours-fs-granian"), ("s3", "ours-s3")):
+            others = [c for c in absolute if c["group"] == group]
+            if others:
+                passed = sum(c["pass"] for c in others)
+                lines.append(f"   [{group}] the targets above on {name}: {passed}/{len(others)} "
+                             "PASS (see `checks` in the JSON)")
     return "\n".join(lines)
 
 
@@ -472,7 +474,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", type=lambda t: parse_list(t, SECTIONS, "section"),
                    default=list(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
     p.add_argument("--targets", type=lambda t: parse_list(t, TARGET_NAMES, "target"),
-                   default=list(TARGET_NAMES), help="targets, comma-separated")
+                   default=list(DEFAULT_TARGETS), help="targets, comma-separated")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick: 1)")
     p.add_argument("--blob-size", type=parse_size, default=None,
                    help="blob of the blobs section (default 1GiB; --quick: 64MiB)")
