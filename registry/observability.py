@@ -248,7 +248,7 @@ class RequestMiddleware:
 class InstrumentedDriver:
     """A storage driver that times each operation; everything else passes through."""
 
-    _TIMED = frozenset({"get", "put", "put_if_absent", "stat", "exists", "delete",
+    _TIMED = frozenset({"get", "put", "put_if_absent", "put_ordered", "stat", "exists", "delete",
                         "delete_many", "delete_prefix", "list", "append", "seal", "scan",
                         "move", "redirect_url"})
 

@@ -117,8 +117,6 @@ class ManifestStore:
                 raise _immutable(name, tag)
         await self.repositories.ensure(name)  # the catalog entry first: GC finds us through it
         existed = revision_before is not None
-        if not bytes_stored:
-            await self.driver.put(blob_key, raw)
         record: dict[str, object] = {
             "mediaType": manifest.media_type, "size": len(raw), "pushedAt": time.time(),
             "imageSize": await self._image_size(name, manifest),
@@ -128,12 +126,33 @@ class ManifestStore:
         if manifest.subject is not None:
             record["subject"] = str(manifest.subject.digest)
         revision = records.dump(record)
-        await self.driver.put(paths.revision(name, digest), revision)
+        # In this order, made durable together: bytes, revision, referrer entry, tag index
+        # entries, tags. A reader (or a crash) never sees a tag before what it points at, and
+        # an index entry may be stale (ignored on read) but never missing.
+        writes: list[tuple[str, bytes, bool]] = []
+        if not bytes_stored:
+            writes.append((blob_key, raw, False))
+        writes.append((paths.revision(name, digest), revision, False))
         if manifest.subject is not None:
-            await self._put_referrer(name, manifest)
-        for tag in tags:
-            await self._set_tag(name, tag, digest, current[tag],
-                                tag_is_immutable(settings, tag))
+            writes.append((paths.referrer(name, manifest.subject.digest, digest),
+                           self._referrer_record(manifest), False))
+        moved = [tag for tag in tags if current[tag] != digest]
+        writes += [(paths.tag_index_entry(name, digest, tag), b"", False) for tag in moved]
+        value = records.dump({"digest": str(digest)})
+        # Two pushes racing to create an immutable tag: exactly one wins.
+        writes += [(paths.tag(name, tag), value,
+                    current[tag] is None and tag_is_immutable(settings, tag)) for tag in moved]
+        done = await self.driver.put_ordered(writes)
+        refused = []
+        for tag, written in zip(moved, done[len(done) - len(moved):], strict=True):
+            old = current[tag]
+            if not written and await self.tag_digest(name, tag) != digest:
+                await self.driver.delete(paths.tag_index_entry(name, digest, tag))
+                refused.append(tag)
+            elif old is not None:
+                await self.driver.delete(paths.tag_index_entry(name, old, tag))
+        if refused:
+            raise _immutable(name, refused[0])
         try:
             await self._survive_gc(name, manifest, revision, cached, gc_before, bytes_stored)
         except ManifestBlobUnknown:
@@ -187,26 +206,6 @@ class ManifestStore:
                 await self.driver.delete(paths.referrer(name, manifest.subject.digest, digest))
             await self.driver.delete(paths.revision(name, digest))
 
-    async def _set_tag(self, name: str, tag: str, digest: Digest, old: Digest | None,
-                       immutable: bool) -> None:
-        """Index entry first, tag record second, the old index entry last: a crash leaves a
-        stale index entry (ignored on read), never a tag missing from the index."""
-        if old == digest:
-            return
-        entry = paths.tag_index_entry(name, digest, tag)
-        await self.driver.put(entry, b"")
-        value = records.dump({"digest": str(digest)})
-        if old is None and immutable:
-            # Two pushes racing to create an immutable tag: exactly one wins.
-            if (not await self.driver.put_if_absent(paths.tag(name, tag), value)
-                    and await self.tag_digest(name, tag) != digest):
-                    await self.driver.delete(entry)
-                    raise _immutable(name, tag)
-            return
-        await self.driver.put(paths.tag(name, tag), value)
-        if old is not None:
-            await self.driver.delete(paths.tag_index_entry(name, old, tag))
-
     async def _image_size(self, name: str, manifest: Manifest) -> int:
         """ECR's imageSizeInBytes: the layers' (compressed) sizes; for an index, its largest
         image."""
@@ -238,8 +237,9 @@ class ManifestStore:
                 {"digests": children},
             )
 
-    async def _put_referrer(self, name: str, manifest: Manifest) -> None:
-        assert manifest.subject is not None
+    @staticmethod
+    def _referrer_record(manifest: Manifest) -> bytes:
+        """The referrers API's descriptor of `manifest`, stored under its subject."""
         descriptor: dict[str, object] = {
             "mediaType": manifest.media_type,
             "digest": str(manifest.digest),
@@ -249,8 +249,7 @@ class ManifestStore:
             descriptor["artifactType"] = manifest.effective_artifact_type
         if manifest.annotations:
             descriptor["annotations"] = manifest.annotations
-        key = paths.referrer(name, manifest.subject.digest, manifest.digest)
-        await self.driver.put(key, records.dump(descriptor))
+        return records.dump(descriptor)
 
     # -- read ----------------------------------------------------------------------------------
 

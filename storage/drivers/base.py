@@ -35,6 +35,13 @@ class Driver(Protocol):
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create the object unless it exists; True when this call created it."""
 
+    async def put_ordered(self, items: list[tuple[str, bytes, bool]]) -> list[bool]:
+        """Store several small objects so that they become visible in the given order, each
+        `(key, data, if_absent)` as `put` (if_absent False) or `put_if_absent` would; the result
+        of each. A reader that sees an object sees every object before it. Drivers may make
+        them durable together before the first becomes visible (the filesystem fsyncs them in
+        parallel)."""
+
     async def stat(self, key: str) -> Stat:
         """Size and modification time. KeyNotFound if absent."""
 

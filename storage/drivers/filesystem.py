@@ -88,17 +88,33 @@ class FilesystemDriver:
         path = self._path(key)
         if exclusive and path.exists():
             return False
-        tmp = self._write_temp(path, data)
-        if not exclusive:
-            os.replace(tmp, path)
-            return True
+        return _publish(path, self._write_temp(path, data), exclusive)
+
+    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]) -> builtins.list[bool]:
+        """Every object written to its temporary file and fsynced at once (one thread each, so
+        the journal commits them together), then renamed into place in order."""
+        paths_ = [self._path(key) for key, _, _ in items]
+        staged = await asyncio.gather(*(self._run(self._write_temp, path, data)
+                                        for path, (_, data, _) in zip(paths_, items, strict=True)),
+                                      return_exceptions=True)
+        temps = [t for t in staged if isinstance(t, Path)]
+        failed = [t for t in staged if not isinstance(t, Path)]
+        if failed:
+            await self._run(_unlink_all, temps)
+            raise failed[0]
+        return await self._run(self._publish_all, paths_, temps,
+                               [exclusive for _, _, exclusive in items])
+
+    @staticmethod
+    def _publish_all(paths_: builtins.list[Path], temps: builtins.list[Path],
+                     exclusive: builtins.list[bool]) -> builtins.list[bool]:
+        done: builtins.list[bool] = []
         try:
-            os.link(tmp, path)  # atomic create-if-absent
-        except FileExistsError:
-            return False
+            for path, tmp, excl in zip(paths_, temps, exclusive, strict=True):
+                done.append(_publish(path, tmp, excl))
         finally:
-            _unlink(tmp)
-        return True
+            _unlink_all(temps[len(done):])
+        return done
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         tmp = path.parent / _temp_name()
@@ -371,6 +387,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _publish(path: Path, tmp: Path, exclusive: bool) -> bool:
+    """Move a written temporary file into place (create-if-absent when `exclusive`)."""
+    if not exclusive:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)  # atomic create-if-absent
+    except FileExistsError:
+        return False
+    finally:
+        _unlink(tmp)
+    return True
 
 
 def _unlink(path: Path) -> None:

@@ -208,6 +208,17 @@ class S3Driver:
             return False
         return True
 
+    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]) -> builtins.list[bool]:
+        """One PUT after the other: S3 has an object durably when it acknowledges it."""
+        done = []
+        for key, data, if_absent in items:
+            if if_absent:
+                done.append(await self.put_if_absent(key, data))
+            else:
+                await self.put(key, data)
+                done.append(True)
+        return done
+
     async def stat(self, key: str) -> Stat:
         return await self._run(self._stat, self._key(key), key=key)
 

@@ -157,6 +157,51 @@ async def test_put_if_absent_concurrent_has_one_winner(driver: Driver) -> None:
     assert await driver.list("race/") == ["race/key"]
 
 
+async def test_put_ordered_writes_each_as_put_or_put_if_absent(driver: Driver) -> None:
+    await driver.put("ordered/taken", b"earlier")
+    await driver.put("ordered/replaced", b"old")
+    done = await driver.put_ordered([
+        ("ordered/a/blob", b"bytes", False),
+        ("ordered/replaced", b"new", False),
+        ("ordered/taken", b"mine", True),
+        ("ordered/fresh", b"created", True),
+        ("ordered/empty", b"", False),
+    ])
+    assert done == [True, True, False, True, True]
+    assert await driver.get("ordered/a/blob") == b"bytes"
+    assert await driver.get("ordered/replaced") == b"new"
+    assert await driver.get("ordered/taken") == b"earlier"  # if-absent lost: left as it was
+    assert await driver.get("ordered/fresh") == b"created"
+    assert await driver.get("ordered/empty") == b""
+    assert await driver.list("ordered/") == ["ordered/a/blob", "ordered/empty", "ordered/fresh",
+                                             "ordered/replaced", "ordered/taken"]
+
+
+async def test_put_ordered_never_shows_a_later_object_before_an_earlier_one(
+        driver: Driver) -> None:
+    """A reader polling the last key of each batch finds every key before it already there."""
+    stop = asyncio.Event()
+    seen_without_first: list[int] = []
+
+    async def reader() -> None:
+        while not stop.is_set():
+            for i in range(20):
+                if await driver.exists(f"seq/{i}/last") and not await driver.exists(
+                        f"seq/{i}/first"):
+                    seen_without_first.append(i)
+            await asyncio.sleep(0)
+
+    watching = asyncio.create_task(reader())
+    for i in range(20):
+        await driver.put_ordered([(f"seq/{i}/first", b"1" * 1000, False),
+                                  (f"seq/{i}/middle", b"2", False),
+                                  (f"seq/{i}/last", b"3", True)])
+    stop.set()
+    await watching
+    assert seen_without_first == []
+    assert len(await driver.list("seq/")) == 60
+
+
 @pytest.mark.parametrize("size", [0, 1, 1000])
 async def test_stat(driver: Driver, size: int) -> None:
     before = time.time()
