@@ -584,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['seconds'] / 60:.1f} min\n")
     print(format_tables(report))
     write_report(output, report, indent=1)
+    if not args.quick:
+        import compare  # imports this module: loaded late
+
+        earlier = compare.full_runs(exclude=output)
+        if earlier:
+            print(f"\n== compared with the previous full run ({earlier[-1].name})")
+            compare.main([str(earlier[-1]), str(output), "--regressions-only"])
     return rc
 
 
