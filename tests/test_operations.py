@@ -17,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_registry
+from tests.conftest import LiveRegistry, free_port, start_registry
 from tests.ecr.test_signed import SECRET_KEY
 from tests.registry.util import push_image, random_blob, sha256
 
@@ -61,16 +61,22 @@ def test_health_metrics_and_request_ids(tmp_path: Path) -> None:
         live.stop()
 
 
-def test_request_logs_name_the_identity_and_never_the_password(tmp_path: Path) -> None:
+def start_with_user(tmp_path: Path, user: str, password: str,
+                    env: dict[str, str] | None = None) -> LiveRegistry:
+    """A registry with auth on and one user, made with `registry user add`."""
     data = tmp_path / "data"
     data.mkdir()
-    env = {**os.environ, "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY}
-    subprocess.run([sys.executable, "-m", "registry", "user", "add", "alice", "--password-stdin",
-                    "--data-dir", str(data)], input="alice-pw-123", text=True, env=env,
+    subprocess.run([sys.executable, "-m", "registry", "user", "add", user, "--password-stdin",
+                    "--data-dir", str(data)], input=password, text=True,
+                   env={**os.environ, "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY},
                    check=True, capture_output=True)
-    live = start_registry(data, env={"REGISTRY_AUTH_ENABLED": "true",
-                                     "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY,
-                                     "REGISTRY_SERVER_REQUEST_LOG": "true"})
+    return start_registry(data, env={"REGISTRY_AUTH_ENABLED": "true",
+                                     "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY, **(env or {})})
+
+
+def test_request_logs_name_the_identity_and_never_the_password(tmp_path: Path) -> None:
+    live = start_with_user(tmp_path, "alice", "alice-pw-123",
+                           {"REGISTRY_SERVER_REQUEST_LOG": "true"})
     try:
         with httpx.Client(base_url=live.url, timeout=30) as http:
             assert http.get("/healthz").status_code == 200  # no credentials needed
@@ -258,14 +264,7 @@ def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path) -> None:
 
 
 def test_tokens_issued_are_counted(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    env = {**os.environ, "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY}
-    subprocess.run([sys.executable, "-m", "registry", "user", "add", "bob", "--password-stdin",
-                    "--data-dir", str(data)], input="bob-pw-456", text=True, env=env,
-                   check=True, capture_output=True)
-    live = start_registry(data, env={"REGISTRY_AUTH_ENABLED": "true",
-                                     "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY})
+    live = start_with_user(tmp_path, "bob", "bob-pw-456")
     try:
         with httpx.Client(base_url=live.url, timeout=30) as http:
             for _ in range(3):
