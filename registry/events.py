@@ -15,12 +15,16 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from registry.settings import EventEndpoint, Settings
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from registry.observability import Metrics
 
 log = logging.getLogger("registry")
 DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v2+json"
@@ -105,9 +109,18 @@ def _backoff(endpoint: EventEndpoint, attempts: int) -> float:
     return float(min(endpoint.max_backoff, endpoint.backoff * 2 ** max(0, attempts - 1)))
 
 
-async def deliver_forever(settings: Settings, store: Store, endpoint: EventEndpoint) -> None:
+def _counter(metrics: Metrics | None, endpoint: str) -> Callable[[str], None]:
+    """Counts deliveries to `endpoint` by result (delivered, failed, dead)."""
+    if metrics is None:
+        return lambda result: None
+    return lambda result: metrics.events.labels(endpoint, result).inc()
+
+
+async def deliver_forever(settings: Settings, store: Store, endpoint: EventEndpoint,
+                          metrics: Metrics | None = None) -> None:
     queue = store.events
     job = f"events.{endpoint.name}"
+    count = _counter(metrics, endpoint.name)
     async with httpx.AsyncClient() as client:
         try:
             while True:
@@ -115,7 +128,7 @@ async def deliver_forever(settings: Settings, store: Store, endpoint: EventEndpo
                     if not await store.leases.acquire(job, LEASE_TTL):
                         await asyncio.sleep(LEASE_TTL / 3)
                         continue
-                    pause = await _deliver_batch(settings, store, endpoint, client)
+                    pause = await _deliver_batch(settings, store, endpoint, client, count)
                     if pause > 0:
                         queue.wakeup.clear()
                         with contextlib.suppress(TimeoutError):
@@ -131,7 +144,8 @@ async def deliver_forever(settings: Settings, store: Store, endpoint: EventEndpo
 
 
 async def _deliver_batch(settings: Settings, store: Store, endpoint: EventEndpoint,
-                         client: httpx.AsyncClient) -> float:
+                         client: httpx.AsyncClient,
+                         count: Callable[[str], None] = lambda result: None) -> float:
     """Deliver queued events in order until one fails or the batch ends; how long to wait
     before looking again."""
     queue = store.events
@@ -146,13 +160,16 @@ async def _deliver_batch(settings: Settings, store: Store, endpoint: EventEndpoi
         error = await send(client, endpoint, record["event"], settings)
         if error is None:
             await queue.delivered(key)
+            count("delivered")
         else:
             attempts = int(record.get("attempts", 0)) + 1
             if attempts >= endpoint.max_attempts:
                 log.warning("event %s to %s failed %d times (%s): dead-lettered",
                             record["event"]["id"], endpoint.name, attempts, error)
                 await queue.bury(endpoint.name, key, record, error)
+                count("dead")
                 continue
+            count("failed")
             delay = _backoff(endpoint, attempts)
             await queue.failed(key, record, error, time.time() + delay)
             return min(delay, LEASE_TTL / 3)

@@ -119,6 +119,9 @@ class Metrics:
                                   ["kind"], registry=r)
         self.events = Counter("registry_events_delivered", "Event deliveries",
                               ["endpoint", "result"], registry=r)
+        self.replications = Counter("registry_replication_copies",
+                                    "Images copied to replication destinations",
+                                    ["destination", "result"], registry=r)
         self.uploads = Gauge("registry_blob_uploads_in_progress",
                              "Blob upload requests receiving data in this process", registry=r)
         self.tokens = Counter("registry_tokens_issued", "Bearer tokens issued by /token",

@@ -21,8 +21,8 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -33,6 +33,9 @@ from storage.content.manifest import Descriptor, parse_manifest
 from storage.errors import DigestInvalid, ManifestUnknown
 from storage.replication import COMPLETE, FAILED, ReplicationStore, Target, queue_name
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from registry.observability import Metrics
 
 log = logging.getLogger("registry")
 LEASE_TTL = 15.0
@@ -333,8 +336,12 @@ def _backoff(destination: ReplicationDestination, attempts: int) -> float:
 
 
 async def replicate_forever(settings: Settings, store: Store,
-                            destination: ReplicationDestination) -> None:
+                            destination: ReplicationDestination,
+                            metrics: Metrics | None = None) -> None:
     queue = store.events
+    count: Callable[[str], None] = (
+        (lambda result: metrics.replications.labels(destination.name, result).inc())
+        if metrics is not None else (lambda result: None))
     lease = _Lease(store, queue_name(destination.name))
     replication = replication_store(store, settings)
     copier = Copier(store, Destination(destination))
@@ -345,7 +352,7 @@ async def replicate_forever(settings: Settings, store: Store,
                     await asyncio.sleep(LEASE_TTL / 3)
                     continue
                 async with lease.kept():
-                    pause = await _replicate_batch(store, replication, destination, copier)
+                    pause = await _replicate_batch(store, replication, destination, copier, count)
                 if pause > 0:
                     queue.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
@@ -400,7 +407,8 @@ class _Lease:
 
 
 async def _replicate_batch(store: Store, replication: ReplicationStore,
-                           destination: ReplicationDestination, copier: Copier) -> float:
+                           destination: ReplicationDestination, copier: Copier,
+                           count: Callable[[str], None] = lambda result: None) -> float:
     """Copy queued images in order until one fails or the batch ends; how long to wait
     before looking again."""
     queue = store.events
@@ -431,6 +439,7 @@ async def _replicate_batch(store: Store, replication: ReplicationStore,
             await replication.finished(repository, digest, destination.name, event_id,
                                        COMPLETE)
             await queue.delivered(key)
+            count("copied")
             continue
         attempts = int(record.get("attempts", 0)) + 1
         if code in PERMANENT or attempts >= destination.max_attempts:
@@ -439,7 +448,9 @@ async def _replicate_batch(store: Store, replication: ReplicationStore,
             await replication.finished(repository, digest, destination.name, event_id,
                                        FAILED, code)
             await queue.bury(name, key, record, error)
+            count("dead")
             continue
+        count("failed")
         delay = _backoff(destination, attempts)
         log.info("replication of %s@%s to %s failed (%s); retrying in %.1fs", repository,
                  digest, destination.name, error, delay)

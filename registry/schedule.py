@@ -88,10 +88,11 @@ async def scheduled_jobs(settings: Settings, store: Store,
                 metrics.gc_removed.labels(kind).inc(count)
 
     for endpoint in settings.events.endpoints:
-        tasks.append(asyncio.create_task(deliver_forever(settings, store, endpoint)))
+        tasks.append(asyncio.create_task(deliver_forever(settings, store, endpoint, metrics)))
     replication_store(store, settings)  # pushes queue replication jobs from now on
     for destination in settings.replication.destinations:
-        tasks.append(asyncio.create_task(replicate_forever(settings, store, destination)))
+        tasks.append(asyncio.create_task(
+            replicate_forever(settings, store, destination, metrics)))
     queues = [e.name for e in settings.events.endpoints]
     queues += [queue_name(d.name) for d in settings.replication.destinations]
     if queues and metrics is not None:

@@ -255,6 +255,10 @@ def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path) -> None:
                                'registry_queue_depth{queue="hooks",state="pending"}')
 
             wait_for(lambda: depth() == 2.0, 30)  # two pushes, one event each
+            # The first delivery attempt failed (nothing listens) and was counted.
+            wait_for(lambda: (_sample(httpx.get(scrape_url).text,
+                                      'registry_events_delivered_total{endpoint="hooks",'
+                                      'result="failed"}') or 0) >= 1, 30)
         text = httpx.get(scrape_url).text
         assert _sample(text, "registry_blob_uploads_in_progress") == 0.0
         assert _sample(text, 'registry_queue_depth{queue="hooks",state="dead"}') == 0.0

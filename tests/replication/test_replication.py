@@ -57,6 +57,17 @@ def uploads(log: str, repository: str) -> int:
     return len(re.findall(rf'"PATCH /v2/{re.escape(repository)}/blobs/uploads/\S+ HTTP', log))
 
 
+def copies(source: httpx.Client, destination: str, result: str) -> float:
+    """The source's registry_replication_copies_total for a destination and result."""
+    wanted = (f'registry_replication_copies_total{{destination="{destination}",'
+              f'result="{result}"}}')
+    for line in source.get("/metrics").text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
+
+
 def wait_complete(ecr: BaseClient, repository: str, digest: str,
                   *destinations: dict[str, str]) -> None:
     """Wait until the image's status is COMPLETE at exactly these destinations."""
@@ -95,6 +106,9 @@ def test_image_and_index_arrive_identical(ecr: BaseClient, http: httpx.Client,
                                                   imageId={"imageTag": "v1"})
     assert found["imageId"] == {"imageDigest": image.digest, "imageTag": "v1"}
     assert found["replicationStatuses"] == [{**PLAIN, "status": "COMPLETE"}]
+    # The image, the two children and the index: four copies counted (at least: the source
+    # serves every test of this module).
+    wait_for(lambda: copies(http, "plain", "copied") >= 4, what="four copies counted")
 
 
 def test_filters_choose_repositories_and_deletes_stay(ecr: BaseClient, http: httpx.Client,
@@ -227,6 +241,7 @@ def test_max_attempts_exhausted_is_failed(ecr: BaseClient, http: httpx.Client,
         DOOMED["registryId"]: ("IN_PROGRESS", None)}, what="the end of the retries")
     assert statuses(ecr, name, image.digest) == {
         DOOMED["registryId"]: ("FAILED", "DESTINATION_AUTHENTICATION_FAILED")}
+    wait_for(lambda: copies(http, "doomed", "dead") >= 1, what="a dead-lettered copy counted")
     with httpx.Client(base_url=secure.url, timeout=30,
                       auth=("replicator", REPLICATOR_PASSWORD)) as s:
         assert s.head(f"/v2/{name}/manifests/v1").status_code == 404
