@@ -342,9 +342,13 @@ DISTRIBUTION_QUIET_LOG = """\
   accesslog:
     disabled: true
 """
-TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian")
+TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian", "ours-fs-nofsync")
 DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION)
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
+NOFSYNC_SETTINGS = """
+[storage.filesystem]
+fsync = false
+"""
 
 
 @dataclass
@@ -370,8 +374,9 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Target:
-    """One registry under test: `ours-fs`, `ours-s3` (moto_server), `distribution`, or
-    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn)."""
+    """One registry under test: `ours-fs`, `ours-s3` (moto_server), `distribution`,
+    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn) or `ours-fs-nofsync`
+    (ours-fs without fsync, like Distribution)."""
 
     name: str
     python: str = sys.executable
@@ -391,7 +396,8 @@ class Target:
             return f"{self.distribution_bin} serve <config.yml> (filesystem)"
         if self.name.endswith("-granian"):
             return f"{self.python} bench/granian_serve.py --config <settings.toml> ({self.backend})"
-        return f"{self.python} -m registry serve --config <settings.toml> ({self.backend})"
+        fsync = ", fsync off" if self.name.endswith("-nofsync") else ""
+        return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{fsync})"
 
     def version(self) -> str | None:
         if self.kind == DISTRIBUTION:
@@ -424,6 +430,8 @@ class Target:
             argv = [path.replace("{", "{{").replace("}", "}}"), "serve", "{config}"]
             return RegistrySpec(self.name, argv, self.describe(), self.version(), config)
         settings = OURS_BENCH_SETTINGS
+        if self.name.endswith("-nofsync"):
+            settings += NOFSYNC_SETTINGS
         if self.backend == "s3":
             moto = backing.moto
             settings += OURS_BENCH_S3_SETTINGS.format(
