@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from storage import paths, records
 from storage.blobs import BlobStore
@@ -36,6 +36,7 @@ from storage.events import EventQueue
 from storage.listing import iter_keys
 from storage.repositories import RepositoryStore, tag_is_immutable
 
+T = TypeVar("T")
 MAX_TAGS_PAGE = 1000
 MAX_REFERRERS = 10000
 log = logging.getLogger("registry")
@@ -66,6 +67,22 @@ class ImageEntry:
     revision: bool = False  # False for a page that starts inside the tags of this digest
     last_key: str = ""  # the listing key this entry ends at (a page token)
     tag_keys: list[str] = field(default_factory=list)  # index key of each tag, same order
+
+
+_CHECKS_AT_ONCE = 64  # storage calls a reference check keeps in flight
+
+
+async def _in_slices(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Await `calls` concurrently, `_CHECKS_AT_ONCE` at a time (an index may name thousands of
+    manifests); their results in order."""
+    results: list[T] = []
+    try:
+        for start in range(0, len(calls), _CHECKS_AT_ONCE):
+            results += await asyncio.gather(*calls[start:start + _CHECKS_AT_ONCE])
+    finally:
+        for call in calls[len(results) + _CHECKS_AT_ONCE:]:
+            call.close()  # never started: no "never awaited" warnings after a failure
+    return results
 
 
 def _immutable(name: str, tag: str) -> TagImmutable:
@@ -220,15 +237,15 @@ class ManifestStore:
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         blobs = manifest.blobs
-        linked = await asyncio.gather(*(self.blobs.linked(name, d.digest) for d in blobs))
+        linked = await _in_slices([self.blobs.linked(name, d.digest) for d in blobs])
         missing = [str(d.digest) for d, ok in zip(blobs, linked, strict=True) if not ok]
         if missing:
             raise ManifestBlobUnknown(
                 f"manifest references blobs unknown to the repository: {', '.join(missing)}",
                 {"digests": missing},
             )
-        known = await asyncio.gather(*(self.driver.exists(paths.revision(name, d.digest))
-                                       for d in manifest.manifests))
+        known = await _in_slices([self.driver.exists(paths.revision(name, d.digest))
+                                  for d in manifest.manifests])
         children = [str(d.digest) for d, ok in zip(manifest.manifests, known, strict=True)
                     if not ok]
         if children:

@@ -191,6 +191,30 @@ def test_index_with_missing_child(client: httpx.Client, repo: str, index_type: s
                  404, "MANIFEST_UNKNOWN")
 
 
+def test_large_index_names_exactly_its_missing_children(client: httpx.Client,
+                                                        repo: str) -> None:
+    """An index of 150 manifests, 10 of them never pushed: refused, naming those 10 (the
+    children are checked a slice at a time; none is skipped or named twice)."""
+    config, layer = b"{}", random_blob(64)
+    push_blob(client, repo, config)
+    push_blob(client, repo, layer)
+    children = [odd_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
+        "annotations": {"n": str(i)}}) for i in range(150)]
+    missing = {sha256(children[i]) for i in range(5, 150, 15)}
+    for child in children:
+        if sha256(child) not in missing:
+            assert put_manifest(client, repo, sha256(child), child,
+                                OCI_MANIFEST).status_code == 201
+    index = odd_json({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                      "manifests": [descriptor(OCI_MANIFEST, c) for c in children]})
+    error = assert_error(put_manifest(client, repo, "big", index, OCI_INDEX), 400,
+                         "MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN")
+    assert sorted(error["detail"]["digests"]) == sorted(missing)
+
+
 # --------------------------------------------------------------------------- validation
 
 
