@@ -56,10 +56,10 @@ from blob_throughput import (
     verify_pull,
 )
 from common import (
+    DEFAULT_TARGETS,
     DISTRIBUTION,
     DISTRIBUTION_BIN,
     RESULTS_DIR,
-    DEFAULT_TARGETS,
     TARGET_NAMES,
     Deployment,
     Target,

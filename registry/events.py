@@ -8,8 +8,6 @@ order holds); after `max_attempts` the event goes to the dead-letter list
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from registry.queue_worker import BATCH, LEASE_TTL, POLL, Lease, counter, retry_delay, work_forever
 from registry.settings import EventEndpoint, Settings
 from storage.store import Store
 
@@ -28,9 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("registry")
 DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v2+json"
-LEASE_TTL = 15.0
-POLL = 0.5
-BATCH = 100
 
 
 def _iso(seconds: float) -> str:
@@ -105,55 +101,28 @@ async def send(client: httpx.AsyncClient, endpoint: EventEndpoint, event: dict[s
     return f"HTTP {response.status_code}"
 
 
-def _backoff(endpoint: EventEndpoint, attempts: int) -> float:
-    return float(min(endpoint.max_backoff, endpoint.backoff * 2 ** max(0, attempts - 1)))
-
-
-def _counter(metrics: Metrics | None, endpoint: str) -> Callable[[str], None]:
-    """Counts deliveries to `endpoint` by result (delivered, failed, dead)."""
-    if metrics is None:
-        return lambda result: None
-    return lambda result: metrics.events.labels(endpoint, result).inc()
-
-
 async def deliver_forever(settings: Settings, store: Store, endpoint: EventEndpoint,
                           metrics: Metrics | None = None) -> None:
-    queue = store.events
-    job = f"events.{endpoint.name}"
-    count = _counter(metrics, endpoint.name)
+    count = counter(metrics.events if metrics is not None else None, endpoint.name)
     async with httpx.AsyncClient() as client:
-        try:
-            while True:
-                try:
-                    if not await store.leases.acquire(job, LEASE_TTL):
-                        await asyncio.sleep(LEASE_TTL / 3)
-                        continue
-                    pause = await _deliver_batch(settings, store, endpoint, client, count)
-                    if pause > 0:
-                        queue.wakeup.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(queue.wakeup.wait(), pause)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("event delivery to %s failed; retrying", endpoint.name)
-                    await asyncio.sleep(POLL)
-        finally:
-            with contextlib.suppress(Exception):
-                await store.leases.release(job)
+        await work_forever(
+            store, f"events.{endpoint.name}", f"event delivery to {endpoint.name}",
+            lambda lease: _deliver_batch(settings, store, endpoint, client, lease, count))
 
 
 async def _deliver_batch(settings: Settings, store: Store, endpoint: EventEndpoint,
-                         client: httpx.AsyncClient,
-                         count: Callable[[str], None] = lambda result: None) -> float:
-    """Deliver queued events in order until one fails or the batch ends; how long to wait
-    before looking again."""
+                         client: httpx.AsyncClient, lease: Lease,
+                         count: Callable[[str], None]) -> float:
+    """Deliver queued events in order until one fails, the batch ends or the lease is lost
+    (another replica may deliver the next one: order holds); how long to wait before looking
+    again."""
     queue = store.events
     batch = await queue.pending(endpoint.name, BATCH)
     if not batch:
         return POLL
-    renewed = time.monotonic()
     for key, record in batch:
+        if not lease.valid:
+            return POLL
         wait = float(record.get("retryAt", 0)) - time.time()
         if wait > 0:
             return min(wait, LEASE_TTL / 3)  # the head of the queue is backing off
@@ -170,11 +139,7 @@ async def _deliver_batch(settings: Settings, store: Store, endpoint: EventEndpoi
                 count("dead")
                 continue
             count("failed")
-            delay = _backoff(endpoint, attempts)
+            delay = retry_delay(endpoint, attempts)
             await queue.failed(key, record, error, time.time() + delay)
             return min(delay, LEASE_TTL / 3)
-        if time.monotonic() - renewed > LEASE_TTL / 3:
-            if not await store.leases.acquire(f"events.{endpoint.name}", LEASE_TTL):
-                return POLL
-            renewed = time.monotonic()
     return 0.0 if len(batch) == BATCH else POLL

@@ -17,10 +17,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
-import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping

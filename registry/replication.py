@@ -14,7 +14,6 @@ ECR, a repository creation template) on the destination. Deletes are never repli
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -27,6 +26,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from registry.queue_worker import BATCH, LEASE_TTL, POLL, counter, retry_delay, work_forever
 from registry.settings import ReplicationDestination, Settings
 from storage.content.digest import Digest
 from storage.content.manifest import Descriptor, parse_manifest
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from registry.observability import Metrics
 
 log = logging.getLogger("registry")
-LEASE_TTL = 15.0
-POLL = 0.5
-BATCH = 100
 PERMANENT = ("SOURCE_IMAGE_MISSING", "UNSUPPORTED_IMAGE")  # failure codes not worth retrying
 MAX_DEPTH = 4  # an index of indexes of ...: deeper than this is refused
 _HOMES = 4096  # blobs remembered per destination, with a repository there that holds them
@@ -330,85 +327,25 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
             await close()
 
 
-def _backoff(destination: ReplicationDestination, attempts: int) -> float:
-    return float(min(destination.max_backoff,
-                     destination.backoff * 2 ** max(0, attempts - 1)))
-
-
 async def replicate_forever(settings: Settings, store: Store,
                             destination: ReplicationDestination,
                             metrics: Metrics | None = None) -> None:
-    queue = store.events
-    count: Callable[[str], None] = (
-        (lambda result: metrics.replications.labels(destination.name, result).inc())
-        if metrics is not None else (lambda result: None))
-    lease = _Lease(store, queue_name(destination.name))
+    """One copier per destination across the replicas (should another replica take over
+    during a long copy, the copies are merely done twice)."""
+    count = counter(metrics.replications if metrics is not None else None, destination.name)
     replication = replication_store(store, settings)
     copier = Copier(store, Destination(destination))
     try:
-        while True:
-            try:
-                if not await lease.held():
-                    await asyncio.sleep(LEASE_TTL / 3)
-                    continue
-                async with lease.kept():
-                    pause = await _replicate_batch(store, replication, destination, copier, count)
-                if pause > 0:
-                    queue.wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(queue.wakeup.wait(), pause)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("replication to %s failed; retrying", destination.name)
-                await asyncio.sleep(POLL)
+        await work_forever(
+            store, queue_name(destination.name), f"replication to {destination.name}",
+            lambda lease: _replicate_batch(store, replication, destination, copier, count))
     finally:
         await copier.destination.close()
-        with contextlib.suppress(Exception):
-            await store.leases.release(lease.job)
-
-
-class _Lease:
-    """This process's hold on a destination's lease (one copier per destination), renewed
-    when a third of its life has passed rather than at every look at the queue."""
-
-    def __init__(self, store: Store, job: str) -> None:
-        self.store = store
-        self.job = job
-        self.renew_at = 0.0
-
-    async def held(self) -> bool:
-        if time.monotonic() < self.renew_at:
-            return True
-        if not await self.store.leases.acquire(self.job, LEASE_TTL):
-            self.renew_at = 0.0
-            return False
-        self.renew_at = time.monotonic() + LEASE_TTL / 3
-        return True
-
-    @contextlib.asynccontextmanager
-    async def kept(self) -> AsyncIterator[None]:
-        """Keep renewing while a batch runs: one blob may take longer than the lease lasts
-        (should another replica take over meanwhile, the copies are merely done twice)."""
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(max(0.1, self.renew_at - time.monotonic()))
-                with contextlib.suppress(Exception):
-                    await self.held()
-
-        task = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def _replicate_batch(store: Store, replication: ReplicationStore,
                            destination: ReplicationDestination, copier: Copier,
-                           count: Callable[[str], None] = lambda result: None) -> float:
+                           count: Callable[[str], None]) -> float:
     """Copy queued images in order until one fails or the batch ends; how long to wait
     before looking again."""
     queue = store.events
@@ -451,7 +388,7 @@ async def _replicate_batch(store: Store, replication: ReplicationStore,
             count("dead")
             continue
         count("failed")
-        delay = _backoff(destination, attempts)
+        delay = retry_delay(destination, attempts)
         log.info("replication of %s@%s to %s failed (%s); retrying in %.1fs", repository,
                  digest, destination.name, error, delay)
         await queue.failed(key, record, error, time.time() + delay)

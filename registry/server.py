@@ -74,7 +74,6 @@ def serve(settings: Settings) -> int:
     if settings.server.tune_malloc:
         tune_allocator()
     app = create_app(settings)
-    server = settings.server
     storage = settings.storage
     where = (str(Path(storage.filesystem.root).resolve()) if storage.driver == "filesystem"
              else f"s3://{storage.s3.bucket}/{storage.s3.prefix}")

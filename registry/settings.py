@@ -345,6 +345,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise SettingsError(f"setting {key!r} must be {target.__name__}, got {value!r}")
 
 
+def _check_retries(settings: EventEndpoint | ReplicationDestination, where: str) -> None:
+    """An event endpoint's or a replication destination's delivery attempts and delays."""
+    if settings.max_attempts < 1 or settings.timeout <= 0 or settings.backoff <= 0 \
+            or settings.max_backoff < settings.backoff:
+        raise SettingsError(f"settings '{where}': max_attempts, timeout and backoff must be "
+                            "positive, and max_backoff at least backoff")
+
+
 def _validate(settings: Any, where: str) -> None:
     if isinstance(settings, ServerSettings):
         if not 0 <= settings.port <= 65535:
@@ -392,9 +400,7 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError(f"setting '{where}.format' must be eventbridge or distribution")
         if any(a not in ("PUSH", "DELETE") for a in settings.actions):
             raise SettingsError(f"setting '{where}.actions' may hold PUSH and DELETE")
-        if settings.max_attempts < 1 or settings.timeout <= 0 or settings.backoff <= 0:
-            raise SettingsError(f"settings '{where}': max_attempts, timeout and backoff must "
-                                "be positive")
+        _check_retries(settings, where)
     if isinstance(settings, EventsSettings):
         names = [e.name for e in settings.endpoints]
         if len(set(names)) != len(names):
@@ -438,7 +444,4 @@ def _validate_destination(settings: ReplicationDestination, where: str) -> None:
         raise SettingsError(f"setting '{where}.url' must be an http(s) URL")
     if bool(settings.username) != bool(settings.password):
         raise SettingsError(f"settings '{where}.username' and 'password' go together")
-    if settings.max_attempts < 1 or settings.timeout <= 0 or settings.backoff <= 0 \
-            or settings.max_backoff < settings.backoff:
-        raise SettingsError(f"settings '{where}': max_attempts, timeout and backoff must be "
-                            "positive, and max_backoff at least backoff")
+    _check_retries(settings, where)

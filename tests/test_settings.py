@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -225,3 +226,13 @@ def test_cli_serve_with_bad_environment_fails_cleanly(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "server.port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", [{"max_attempts": 0}, {"timeout": 0}, {"backoff": 0},
+                                 {"backoff": 10, "max_backoff": 5}],
+                         ids=["attempts", "timeout", "backoff", "ceiling-below-backoff"])
+def test_event_endpoint_retries_are_checked_like_replication(bad: dict[str, float]) -> None:
+    endpoint = {"name": "hooks", "url": "http://hooks.example/in", **bad}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={"REGISTRY_EVENTS_ENDPOINTS": json.dumps([endpoint])})
+    assert "events.endpoints" in str(caught.value) and "max_backoff" in str(caught.value)

@@ -90,7 +90,8 @@ class FilesystemDriver:
             return False
         return _publish(path, self._write_temp(path, data), exclusive)
 
-    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]) -> builtins.list[bool]:
+    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]
+                          ) -> builtins.list[bool]:
         """Every object written to its temporary file and fsynced at once (one thread each, so
         the journal commits them together), then renamed into place in order."""
         paths_ = [self._path(key) for key, _, _ in items]

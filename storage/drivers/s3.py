@@ -208,7 +208,8 @@ class S3Driver:
             return False
         return True
 
-    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]) -> builtins.list[bool]:
+    async def put_ordered(self, items: builtins.list[tuple[str, bytes, bool]]
+                          ) -> builtins.list[bool]:
         """One PUT after the other: S3 has an object durably when it acknowledges it."""
         done = []
         for key, data, if_absent in items:
