@@ -66,6 +66,7 @@ from blob_throughput import (
     verify_pull,
 )
 from common import (
+    OURS_BENCH_SETTINGS,
     RESULTS_DIR,
     RegistrySpec,
     Server,
@@ -111,15 +112,7 @@ part_size = {part_size}
 access_key_id = "{key}"
 secret_access_key = "{key}"
 
-[repositories]
-create_on_push = true
-
-[gc]
-interval = 0
-
-[lifecycle]
-interval = 0
-"""
+""" + OURS_BENCH_SETTINGS.split("\n", 1)[1]  # pushes create repositories, no schedules
 
 
 # --------------------------------------------------------------------------------------
