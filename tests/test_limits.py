@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from tests.conftest import start_registry
 from tests.ecr.test_signed import SECRET_KEY
-from tests.registry.util import push_image
+from tests.registry.util import held_body, push_image
 
 
 def test_manifest_pulls_are_limited_per_identity(tmp_path: Path) -> None:
@@ -89,15 +89,9 @@ def test_concurrent_uploads_are_capped(capped: str) -> None:
         first = http.post("/v2/capped/app/blobs/uploads/").headers["location"]
         second = http.post("/v2/capped/app/blobs/uploads/").headers["location"]
     release = threading.Event()
-
-    def slow_body() -> Iterator[bytes]:
-        yield b"x" * 1000
-        release.wait(10)
-        yield b"y" * 1000
-
     results: list[int] = []
     worker = threading.Thread(target=lambda: results.append(httpx.patch(
-        capped + first, content=slow_body(), timeout=30).status_code))
+        capped + first, content=held_body(release, 10), timeout=30).status_code))
     worker.start()
     time.sleep(0.5)  # the first PATCH is in flight
     try:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import LiveRegistry, free_port, start_registry
 from tests.ecr.test_signed import SECRET_KEY
-from tests.registry.util import push_image, random_blob, sha256
+from tests.registry.util import held_body, push_image, random_blob, sha256
 
 
 def test_health_metrics_and_request_ids(tmp_path: Path) -> None:
@@ -234,14 +234,9 @@ def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path) -> None:
             # An upload that is still sending: the gauge counts it while it lasts.
             location = http.post("/v2/ops/one/blobs/uploads/").headers["location"]
             gate = threading.Event()
-
-            def body() -> Iterator[bytes]:
-                yield b"x" * 1024
-                gate.wait(30)
-                yield b"y" * 1024
-
             patch = threading.Thread(target=lambda: http.patch(
-                location, content=body(), headers={"Content-Type": "application/octet-stream"}))
+                location, content=held_body(gate),
+                headers={"Content-Type": "application/octet-stream"}))
             patch.start()
             try:
                 wait_for(lambda: _sample(httpx.get(scrape_url).text,

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -295,3 +297,11 @@ def next_link(response: httpx.Response) -> str | None:
     match = _LINK.search(header)
     assert match, f"malformed Link header {header!r}"
     return match.group(1)
+
+
+def held_body(gate: threading.Event, timeout: float = 30) -> Iterator[bytes]:
+    """A request body that sends a first piece, then waits for `gate` before the rest: an
+    upload kept in flight for as long as a test needs."""
+    yield b"x" * 1024
+    gate.wait(timeout)
+    yield b"y" * 1024
