@@ -145,6 +145,11 @@ def blob_sample(s: dict[str, Any], size: int) -> dict[str, Any]:
     s["mb_per_s"] = size / MB / s["seconds"]
     s["cpu_s_per_gib"] = s.pop("registry_cpu_s") / gib
     s["moto_cpu_s_per_gib"] = s.pop("moto_cpu_s") / gib
+    s["client_cpu_s_per_gib"] = s.pop("client_cpu_s") / gib
+    # What the machine's cores allow when the client, the registry (and moto) share them: the
+    # rate if every core were busy all the time with this work.
+    busy = s["cpu_s_per_gib"] + s["moto_cpu_s_per_gib"] + s["client_cpu_s_per_gib"]
+    s["cpu_bound_mb_per_s"] = (os.cpu_count() or 1) * GiB / MB / busy if busy > 0 else None
     return s
 
 
@@ -159,9 +164,11 @@ def one_blob(dep: Deployment, blob: Blob, push_op: str, rnd: int, rounds: int,
         s = blob_sample(s, blob.size)
         out.append({**s, "op": op})
         moto_part = f"  moto {s['moto_cpu_s_per_gib']:5.2f}" if moto is not None else ""
+        bound = s["cpu_bound_mb_per_s"]
         log(f"[blobs round {rnd}/{rounds}] {name:<12} {op:<16}{s['mb_per_s']:9.1f} MB/s"
-            f"  {s['cpu_s_per_gib']:6.2f} CPU s/GiB{moto_part}  {s['peak_rss_mib']:7.1f} MiB"
-            f" peak RSS  ({s['seconds']:.2f}s)")
+            f"  {s['cpu_s_per_gib']:6.2f} CPU s/GiB{moto_part}"
+            f"  client {s['client_cpu_s_per_gib']:5.2f}  {s['peak_rss_mib']:7.1f} MiB"
+            f" peak RSS  ({s['seconds']:.2f}s; CPU-bound {bound or 0:.0f} MB/s)")
 
     keep(push_op, measure(server, moto, lambda: fn(server, repo, blob, chunk, workdir)))
     check_blob(server, repo, blob)

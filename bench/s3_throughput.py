@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -271,12 +272,15 @@ def push_chunked_curl(server: Server, repo: str, blob: Blob, chunks: list[tuple[
 
 def measure(server: Server, moto: Moto | None,
             fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run fn(); wall time, CPU of the registry's and moto's process trees, registry peak RSS."""
+    """Run fn(); wall time, CPU of the registry's and moto's process trees and of the client
+    (curl, which has exited by then, plus this process for the http.client pushes), registry
+    peak RSS."""
     pids = process_tree(server.pid)
     hwm_reset = reset_peak_rss(pids)
     monitor = TreeMonitor(server.pid)
     cpu0 = cpu_seconds(pids)
     moto0 = cpu_seconds(process_tree(moto.pid)) if moto else 0.0
+    client0 = _client_cpu()
     monitor.start()
     t0 = time.perf_counter()
     try:
@@ -288,8 +292,16 @@ def measure(server: Server, moto: Moto | None,
         monitor.stop()
     hwm_mib = sum(monitor.hwm_kib.values()) / KiB
     return {"seconds": elapsed, "registry_cpu_s": cpu1 - cpu0, "moto_cpu_s": moto1 - moto0,
+            "client_cpu_s": _client_cpu() - client0,
             "peak_rss_mib": hwm_mib if hwm_reset else monitor.peak_rss_sampled_kib / KiB,
             **info}
+
+
+def _client_cpu() -> float:
+    """CPU seconds of this process and its exited children (the servers still run, so they
+    are not counted here)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime + time.process_time()
 
 
 def finish(sample: dict[str, Any], size: int) -> dict[str, Any]:
