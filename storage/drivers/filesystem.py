@@ -21,11 +21,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from storage.drivers.base import Observer, Stat
+from storage.drivers.threads import Threads
 from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
 
 T = TypeVar("T")
@@ -51,12 +51,12 @@ class FilesystemDriver:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="fs")
+        self._threads = Threads(max_threads, "fs")
         self._listings = _ListingCache()
 
     # The one thread boundary of this driver.
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._threads.run(fn, *args)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -253,7 +253,6 @@ class FilesystemDriver:
         batched = 0
         pending: asyncio.Future[int] | None = None
         failed = False
-        loop = asyncio.get_running_loop()
         try:
             try:
                 async for chunk in chunks:
@@ -265,7 +264,7 @@ class FilesystemDriver:
                         # Double buffering: receive the next batch while this one is written.
                         if pending is not None:
                             size += await pending
-                        pending = loop.run_in_executor(self._pool, _writev, fd, batch, observe)
+                        pending = self._threads.run(_writev, fd, batch, observe)
                         batch, batched = [], 0
             finally:
                 # Keep what was received before a disconnect: the client may resume from there.
@@ -360,7 +359,7 @@ class FilesystemDriver:
         return None
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
 
 
 def _writev(fd: int, batch: list[bytes], observe: Observer | None) -> int:

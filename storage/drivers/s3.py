@@ -25,7 +25,6 @@ import json
 import mmap
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.drivers.base import Observer, Stat
 from storage.drivers.s3_errors import translate
+from storage.drivers.threads import Threads
 from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
 
 T = TypeVar("T")
@@ -162,12 +162,12 @@ class S3Driver:
             tcp_keepalive=True,
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="s3")
+        self._threads = Threads(max_threads, "s3")
 
     # The one thread boundary of this driver; botocore failures are translated here.
     async def _run(self, fn: Callable[..., T], *args: Any, key: str = "") -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await self._threads.run(fn, *args)
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, key) from None
 
@@ -471,7 +471,6 @@ class S3Driver:
             state = await self._run(self._start_append, full, key=key)
         if state.size != offset:
             raise OffsetMismatch(key, state.size)
-        loop = asyncio.get_running_loop()
         pending: tuple[asyncio.Future[tuple[int, str, int]], _Part] | None = None
         part = _Part(self._part_size(len(state.parts) + 1))
 
@@ -487,8 +486,8 @@ class S3Driver:
                     pending[1].close()
                     pending = None
                 number = len(state.parts) + 1
-                future = loop.run_in_executor(self._pool, self._upload_part, full, state,
-                                              number, part, observe)
+                future = self._threads.run(self._upload_part, full, state, number, part,
+                                           observe)
                 pending = (future, part)
                 part = _Part(self._part_size(number + 1))
 
@@ -601,4 +600,4 @@ class S3Driver:
         return url
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()

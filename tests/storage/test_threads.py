@@ -1,0 +1,118 @@
+"""The storage layer's thread boundary (`storage.drivers.threads.Threads`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from storage.drivers.threads import Threads
+
+
+async def test_result_and_the_thread_it_ran_on() -> None:
+    threads = Threads(4, "t")
+    try:
+        name = await threads.run(lambda: threading.current_thread().name)
+        assert name.startswith("t_") and name != threading.current_thread().name
+        assert await threads.run(divmod, 17, 5) == (3, 2)
+    finally:
+        threads.close()
+
+
+async def test_exceptions_reach_the_caller() -> None:
+    threads = Threads(2, "t")
+    try:
+        with pytest.raises(FileNotFoundError):
+            await threads.run(open, "/nonexistent/file")
+
+        def stop() -> None:
+            raise StopIteration  # a future cannot hold one: it must not hang the caller
+
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await threads.run(stop)
+        assert await threads.run(len, "after") == 5  # the thread survived both
+    finally:
+        threads.close()
+
+
+async def test_calls_run_in_parallel_up_to_max_threads() -> None:
+    threads = Threads(3, "t")
+    lock = threading.Lock()
+    running = peak = 0
+
+    def hold() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(threads.run(hold) for _ in range(9)))
+        elapsed = time.perf_counter() - started
+        assert peak == 3  # all three threads used, never a fourth
+        assert len(threads._threads) == 3
+        assert elapsed >= 0.15  # nine calls of 50 ms on three threads: three rounds at least
+    finally:
+        threads.close()
+
+
+async def test_idle_threads_are_reused() -> None:
+    threads = Threads(8, "t")
+    try:
+        for _ in range(50):
+            await threads.run(time.sleep, 0)
+        assert len(threads._threads) == 1
+    finally:
+        threads.close()
+
+
+async def test_a_cancelled_caller_does_not_break_the_thread() -> None:
+    threads = Threads(1, "t")
+    release = threading.Event()
+    finished = threading.Event()
+
+    def slow() -> str:
+        release.wait(5)
+        finished.set()
+        return "late"
+
+    try:
+        task = asyncio.ensure_future(threads.run(slow))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        assert await threads.run(lambda: "next") == "next"  # ran after slow() on the one thread
+        assert finished.is_set()
+    finally:
+        threads.close()
+
+
+async def test_close_cancels_calls_not_started() -> None:
+    threads = Threads(1, "t")
+    release = threading.Event()
+    running = threads.run(release.wait, 5)
+    queued = threads.run(lambda: "never")
+    await asyncio.sleep(0.01)
+    threads.close()
+    release.set()
+    assert await running is True  # the call in progress ends normally
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    with pytest.raises(RuntimeError, match="closed"):
+        threads.run(len, "x")
+    for thread in threads._threads:
+        thread.join(2)
+        assert not thread.is_alive()
+
+
+def test_max_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Threads(0, "t")
