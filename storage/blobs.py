@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -37,9 +38,9 @@ class BlobStore:
 
     async def stat(self, name: str, digest: Digest) -> BlobInfo:
         """The blob as this repository sees it; BlobUnknown unless linked here and present."""
-        try:
-            await self.driver.stat(paths.layer_link(name, digest))
-            stat = await self.driver.stat(paths.blob(digest))
+        try:  # both at once: a push checks every layer this way
+            _, stat = await asyncio.gather(self.driver.stat(paths.layer_link(name, digest)),
+                                           self.driver.stat(paths.blob(digest)))
         except KeyNotFound:
             raise BlobUnknown(f"blob {digest} unknown to repository", {"digest": str(digest)}) \
                 from None

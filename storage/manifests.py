@@ -124,15 +124,16 @@ class ManifestStore:
         gc_before = await sweeps.repository_state(name)  # before the references are checked
         digest = manifest.digest
         blob_key = paths.blob(digest)
-        _, tag_digests, revision_before, bytes_stored = await asyncio.gather(
+        # The catalog entry (ensured here) before any write: GC finds us through it.
+        _, tag_digests, revision_before, bytes_stored, _ = await asyncio.gather(
             self._check_references(name, manifest) if not cached else asyncio.sleep(0),
             asyncio.gather(*(self.tag_digest(name, tag) for tag in tags)),
-            self.revision_record(name, digest), self.driver.exists(blob_key))
+            self.revision_record(name, digest), self.driver.exists(blob_key),
+            self.repositories.ensure(name))
         current = dict(zip(tags, tag_digests, strict=True))
         for tag, old in current.items():
             if old is not None and old != digest and tag_is_immutable(settings, tag):
                 raise _immutable(name, tag)
-        await self.repositories.ensure(name)  # the catalog entry first: GC finds us through it
         existed = revision_before is not None
         record: dict[str, object] = {
             "mediaType": manifest.media_type, "size": len(raw), "pushedAt": time.time(),
