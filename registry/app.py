@@ -43,6 +43,7 @@ def build_driver(settings: Settings) -> Driver:
             root=Path(storage.filesystem.root),
             fsync=storage.filesystem.fsync,
             max_threads=storage.max_threads,
+            metadata_threads=storage.filesystem.metadata_threads,
         )
     if storage.driver == "s3":
         s3 = storage.s3

@@ -50,6 +50,7 @@ class ServerSettings:
 class FilesystemSettings:
     root: str = "./data"
     fsync: bool = True
+    metadata_threads: int = 4  # threads for small calls; blob data uses storage.max_threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +377,8 @@ def _validate(settings: Any, where: str) -> None:
             )
         if settings.max_threads < 1:
             raise SettingsError("setting 'storage.max_threads' must be at least 1")
+        if settings.filesystem.metadata_threads < 1:
+            raise SettingsError("setting 'storage.filesystem.metadata_threads' must be at least 1")
         if settings.driver == "s3" and not settings.s3.bucket:
             raise SettingsError("setting 'storage.s3.bucket' is required with driver 's3'")
     if isinstance(settings, AuthSettings):

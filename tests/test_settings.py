@@ -161,6 +161,7 @@ def test_wrong_type_from_cli_names_the_key() -> None:
     ("[server]\nport = -1\n", "server.port"),
     ("[server]\npublic_url = 'registry.example.com'\n", "server.public_url"),
     ("[storage]\nmax_threads = 0\n", "storage.max_threads"),
+    ("[storage.filesystem]\nmetadata_threads = 0\n", "storage.filesystem.metadata_threads"),
 ])
 def test_out_of_range_values_are_named(tmp_path: Path, text: str, key: str) -> None:
     assert key in settings_error(tmp_path, text)

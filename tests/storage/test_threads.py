@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from storage.drivers.filesystem import FilesystemDriver
 from storage.drivers.threads import Threads
 
 
@@ -116,3 +118,24 @@ async def test_close_cancels_calls_not_started() -> None:
 def test_max_threads_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Threads(0, "t")
+
+
+async def test_filesystem_small_calls_do_not_queue_behind_blob_data(tmp_path: Path) -> None:
+    """The filesystem driver's two lanes: with every data thread busy (here one, held), records
+    are still read and written."""
+    driver = FilesystemDriver(tmp_path, max_threads=1, metadata_threads=1)
+    release = threading.Event()
+    try:
+        await driver.put("blobs/a", b"x" * 1000)
+        held = driver._bulk.run(release.wait, 10)  # the only data thread
+        reading = asyncio.ensure_future(driver.read("blobs/a").__anext__())
+        await driver.put("records/r", b"{}")
+        assert await asyncio.wait_for(driver.get("records/r"), 2) == b"{}"
+        assert (await asyncio.wait_for(driver.stat("blobs/a"), 2)).size == 1000
+        assert not reading.done()  # the blob read waits for the data thread
+        release.set()
+        assert await held is True
+        assert await asyncio.wait_for(reading, 2) == b"x" * 1000
+    finally:
+        release.set()
+        await driver.close()
