@@ -25,8 +25,11 @@ def tune_allocator() -> bool:
     """Keep glibc from giving every ~256 KB request-body chunk fresh mmap'd pages.
 
     Measured (1 GiB upload, curl, 2 cores): 1.6x the push throughput; with 32 concurrent
-    64 MiB uploads, peak RSS unchanged (about 92 MB either way). Environment settings of the
-    same knobs (MALLOC_*_) win; other C libraries are left alone."""
+    64 MiB uploads, peak RSS unchanged (about 92 MB either way). Two arenas instead of glibc's
+    eight per core: each of the driver's data threads otherwise kept freed 1 MiB read buffers
+    in an arena of its own; 32 concurrent 32 MiB pulls peaked at 357 MiB, now 160-166 (as
+    fast). Environment settings of the same knobs (MALLOC_*_) win; other C libraries are left
+    alone."""
     if any(name.startswith("MALLOC_") for name in os.environ):
         return False
     try:
@@ -34,10 +37,11 @@ def tune_allocator() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    m_trim_threshold, m_top_pad, m_mmap_threshold, m_arena_max = -1, -2, -3, -8
     mallopt(m_mmap_threshold, 64 * 1024 * 1024)
     mallopt(m_trim_threshold, 256 * 1024 * 1024)
     mallopt(m_top_pad, 64 * 1024 * 1024)
+    mallopt(m_arena_max, 2)
     return True
 
 
