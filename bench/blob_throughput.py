@@ -119,6 +119,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process and of its exited children (curl): the client's side of a
+    measurement. The servers still run, so they are not in RUSAGE_CHILDREN."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime + time.process_time()
+
+
 def mem_kib(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) in KiB, or None if the process is gone."""
     text = read_text(f"/proc/{pid}/status")
@@ -410,8 +417,7 @@ def measure(
     hwm_reset = reset_peak_rss(pids)
     monitor = TreeMonitor(server.pid)
     cpu0 = cpu_seconds(pids)
-    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_self0 = time.process_time()
+    client0 = client_cpu_seconds()
     monitor.start()
     t0 = time.perf_counter()
     try:
@@ -420,10 +426,7 @@ def measure(
         cpu1 = cpu_seconds(process_tree(server.pid))
     finally:
         monitor.stop()
-    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu = (client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime) + (
-        time.process_time() - client_self0
-    )
+    client_cpu = client_cpu_seconds() - client0
     gib = blob.size / GiB
     hwm_mib = sum(monitor.hwm_kib.values()) / KiB
     sampled_mib = monitor.peak_rss_sampled_kib / KiB

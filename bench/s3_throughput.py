@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import functools
 import os
-import resource
 import shlex
 import shutil
 import signal
@@ -54,6 +53,7 @@ from blob_throughput import (
     MiB,
     TreeMonitor,
     check_blob,
+    client_cpu_seconds,
     cpu_seconds,
     fmt_size,
     make_blob,
@@ -280,7 +280,7 @@ def measure(server: Server, moto: Moto | None,
     monitor = TreeMonitor(server.pid)
     cpu0 = cpu_seconds(pids)
     moto0 = cpu_seconds(process_tree(moto.pid)) if moto else 0.0
-    client0 = _client_cpu()
+    client0 = client_cpu_seconds()
     monitor.start()
     t0 = time.perf_counter()
     try:
@@ -292,16 +292,9 @@ def measure(server: Server, moto: Moto | None,
         monitor.stop()
     hwm_mib = sum(monitor.hwm_kib.values()) / KiB
     return {"seconds": elapsed, "registry_cpu_s": cpu1 - cpu0, "moto_cpu_s": moto1 - moto0,
-            "client_cpu_s": _client_cpu() - client0,
+            "client_cpu_s": client_cpu_seconds() - client0,
             "peak_rss_mib": hwm_mib if hwm_reset else monitor.peak_rss_sampled_kib / KiB,
             **info}
-
-
-def _client_cpu() -> float:
-    """CPU seconds of this process and its exited children (the servers still run, so they
-    are not counted here)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return children.ru_utime + children.ru_stime + time.process_time()
 
 
 def finish(sample: dict[str, Any], size: int) -> dict[str, Any]:
