@@ -20,15 +20,12 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 from storage.drivers.base import Observer, Stat
 from storage.drivers.threads import Threads
 from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
-
-T = TypeVar("T")
 
 READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
@@ -52,20 +49,14 @@ class FilesystemDriver:
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         # The one thread boundary of this driver, in two lanes. Small calls (stat, a record's
-        # read or write, rename) take microseconds: a few threads do them all, and more only
-        # fight over the GIL (manifest PUT x64, 2 cores: 3 threads 2.7-3.0 ms of CPU per PUT,
-        # 32 threads 3.4-4.0). Calls that move blob data or may take long (reads, appends,
-        # seals with their fsync, scans, listings, recursive deletes) get their own threads,
-        # so a slow one never queues the small ones.
-        self._threads = Threads(metadata_threads, "fs")
-        self._bulk = Threads(max_threads, "fs_data")
+        # read or write, put_ordered) take microseconds: a few threads do them all, and more
+        # only fight over the GIL (manifest PUT x64, 2 cores: 3 threads 2.7-3.0 ms of CPU per
+        # PUT, 32 threads 3.4-4.0). Calls that move blob data or may take long (streamed reads
+        # and appends, seals and moves with their fsync, scans, listings, batch and recursive
+        # deletes) get their own threads, so a slow one never queues the small ones.
+        self._small = Threads(metadata_threads, "fs")
+        self._data = Threads(max_threads, "fs_data")
         self._listings = _ListingCache()
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._threads.run(fn, *args)
-
-    async def _run_bulk(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._bulk.run(fn, *args)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -75,7 +66,7 @@ class FilesystemDriver:
     # -- small objects -------------------------------------------------------------------------
 
     async def get(self, key: str, max_size: int | None = None) -> bytes:
-        return await self._run(self._get, key, max_size)
+        return await self._small.run(self._get, key, max_size)
 
     def _get(self, key: str, max_size: int | None) -> bytes:
         try:
@@ -88,10 +79,10 @@ class FilesystemDriver:
         return data
 
     async def put(self, key: str, data: bytes) -> None:
-        await self._run(self._put, key, data, False)
+        await self._small.run(self._put, key, data, False)
 
     async def put_if_absent(self, key: str, data: bytes) -> bool:
-        return await self._run(self._put, key, data, True)
+        return await self._small.run(self._put, key, data, True)
 
     def _put(self, key: str, data: bytes, exclusive: bool) -> bool:
         path = self._path(key)
@@ -104,15 +95,15 @@ class FilesystemDriver:
         """Every object written to its temporary file and fsynced at once (one thread each, so
         the journal commits them together), then renamed into place in order."""
         paths_ = [self._path(key) for key, _, _ in items]
-        staged = await asyncio.gather(*(self._run(self._write_temp, path, data)
+        staged = await asyncio.gather(*(self._small.run(self._write_temp, path, data)
                                         for path, (_, data, _) in zip(paths_, items, strict=True)),
                                       return_exceptions=True)
         temps = [t for t in staged if isinstance(t, Path)]
         failed = [t for t in staged if not isinstance(t, Path)]
         if failed:
-            await self._run(_unlink_all, temps)
+            await self._small.run(_unlink_all, temps)
             raise failed[0]
-        return await self._run(self._publish_all, paths_, temps,
+        return await self._small.run(self._publish_all, paths_, temps,
                                [exclusive for _, _, exclusive in items])
 
     @staticmethod
@@ -148,7 +139,7 @@ class FilesystemDriver:
         return tmp
 
     async def stat(self, key: str) -> Stat:
-        return await self._run(self._stat, key)
+        return await self._small.run(self._stat, key)
 
     def _stat(self, key: str) -> Stat:
         try:
@@ -160,24 +151,24 @@ class FilesystemDriver:
         return Stat(size=st.st_size, modified=st.st_mtime)
 
     async def exists(self, key: str) -> bool:
-        return await self._run(lambda: self._path(key).is_file())
+        return await self._small.run(lambda: self._path(key).is_file())
 
     async def delete(self, key: str) -> None:
-        await self._run(_unlink, self._path(key))
+        await self._small.run(_unlink, self._path(key))
 
     async def delete_many(self, keys: builtins.list[str]) -> None:
         paths_ = [self._path(k) for k in keys]
-        await self._run_bulk(_unlink_all, paths_)
+        await self._data.run(_unlink_all, paths_)
 
     async def delete_prefix(self, prefix: str) -> None:
-        await self._run_bulk(_rmtree, self._path(prefix.rstrip("/")))
+        await self._data.run(_rmtree, self._path(prefix.rstrip("/")))
 
     # -- listing -------------------------------------------------------------------------------
 
     async def list(
         self, prefix: str, start_after: str | None = None, limit: int | None = None
     ) -> builtins.list[str]:
-        return await self._run_bulk(self._list, prefix, start_after, limit)
+        return await self._data.run(self._list, prefix, start_after, limit)
 
     def _list(self, prefix: str, start_after: str | None, limit: int | None) -> builtins.list[str]:
         if not prefix.endswith("/"):
@@ -215,13 +206,13 @@ class FilesystemDriver:
     # -- streams -------------------------------------------------------------------------------
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        fd = await self._run_bulk(self._open_read, key)
+        fd = await self._data.run(self._open_read, key)
         try:
             if end is None:
-                end = (await self._run_bulk(os.fstat, fd)).st_size
+                end = (await self._data.run(os.fstat, fd)).st_size
             offset = start
             while offset < end:
-                chunk = await self._run_bulk(os.pread, fd, min(READ_CHUNK, end - offset), offset)
+                chunk = await self._data.run(os.pread, fd, min(READ_CHUNK, end - offset), offset)
                 if not chunk:
                     break
                 offset += len(chunk)
@@ -240,7 +231,7 @@ class FilesystemDriver:
         return fd
 
     async def scan(self, key: str, observe: Observer) -> int:
-        return await self._run_bulk(self._scan, key, observe)
+        return await self._data.run(self._scan, key, observe)
 
     def _scan(self, key: str, observe: Observer) -> int:
         fd = self._open_read(key)
@@ -256,7 +247,7 @@ class FilesystemDriver:
     async def append(
         self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
     ) -> int:
-        fd = await self._run_bulk(self._open_append, key, offset)
+        fd = await self._data.run(self._open_append, key, offset)
         size = offset
         batch: list[bytes] = []
         batched = 0
@@ -273,7 +264,7 @@ class FilesystemDriver:
                         # Double buffering: receive the next batch while this one is written.
                         if pending is not None:
                             size += await pending
-                        pending = self._bulk.run(_writev, fd, batch, observe)
+                        pending = self._data.run(_writev, fd, batch, observe)
                         batch, batched = [], 0
             finally:
                 # Keep what was received before a disconnect: the client may resume from there.
@@ -284,9 +275,9 @@ class FilesystemDriver:
                         failed = True
                         raise
                 if batch and not failed:
-                    size += await self._run_bulk(_writev, fd, batch, observe)
+                    size += await self._data.run(_writev, fd, batch, observe)
         finally:
-            await self._run_bulk(os.close, fd)
+            await self._data.run(os.close, fd)
         return size
 
     def _open_append(self, key: str, offset: int) -> int:
@@ -324,7 +315,7 @@ class FilesystemDriver:
         return fd
 
     async def seal(self, key: str, size: int) -> None:
-        await self._run_bulk(self._seal, key, size)
+        await self._data.run(self._seal, key, size)
 
     def _seal(self, key: str, size: int) -> None:
         fd = self._open_read(key)
@@ -344,7 +335,7 @@ class FilesystemDriver:
             os.close(fd)
 
     async def move(self, src: str, dst: str) -> None:
-        await self._run_bulk(self._move, src, dst)
+        await self._data.run(self._move, src, dst)
 
     def _move(self, src: str, dst: str) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
@@ -368,8 +359,8 @@ class FilesystemDriver:
         return None
 
     async def close(self) -> None:
-        self._threads.close()
-        self._bulk.close()
+        self._small.close()
+        self._data.close()
 
 
 def _writev(fd: int, batch: list[bytes], observe: Observer | None) -> int:

@@ -63,7 +63,7 @@ class Threads:
             # Idle before the caller hears of it: the caller's next call then finds this thread
             # instead of starting another one.
             self._idle.release()
-            _deliver(loop, future, result, exc)
+            _call(loop, _settle, future, result, exc)
             del future, result, exc  # nothing held while waiting for more
 
     def close(self) -> None:
@@ -86,11 +86,6 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, BaseEx
         return fn(*args), None
     except BaseException as exc:  # delivered to the awaiting task, like an executor
         return None, exc
-
-
-def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-             exc: BaseException | None) -> None:
-    _call(loop, _settle, future, result, exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -127,7 +127,7 @@ async def test_filesystem_small_calls_do_not_queue_behind_blob_data(tmp_path: Pa
     release = threading.Event()
     try:
         await driver.put("blobs/a", b"x" * 1000)
-        held = driver._bulk.run(release.wait, 10)  # the only data thread
+        held = driver._data.run(release.wait, 10)  # the only data thread
         reading = asyncio.ensure_future(driver.read("blobs/a").__anext__())
         await driver.put("records/r", b"{}")
         assert await asyncio.wait_for(driver.get("records/r"), 2) == b"{}"
@@ -138,4 +138,21 @@ async def test_filesystem_small_calls_do_not_queue_behind_blob_data(tmp_path: Pa
         assert await asyncio.wait_for(reading, 2) == b"x" * 1000
     finally:
         release.set()
+        await driver.close()
+
+
+async def test_settings_size_the_filesystem_lanes(tmp_path: Path) -> None:
+    """`[storage.filesystem] metadata_threads` sizes the small-call lane, `storage.max_threads`
+    the data lane (as the server builds its driver)."""
+    from registry.app import build_driver
+    from registry.settings import load_settings
+
+    settings = load_settings(environ={"REGISTRY_STORAGE_FILESYSTEM_METADATA_THREADS": "2",
+                                      "REGISTRY_STORAGE_MAX_THREADS": "5"},
+                             overrides={"storage.filesystem.root": str(tmp_path)})
+    driver = build_driver(settings)
+    try:
+        assert isinstance(driver, FilesystemDriver)
+        assert (driver._small.max_threads, driver._data.max_threads) == (2, 5)
+    finally:
         await driver.close()
