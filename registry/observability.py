@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -34,7 +35,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     start_http_server,
+    values,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -59,6 +62,18 @@ _id_numbers = itertools.count()
 
 def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_numbers):016x}"
+
+
+def _new_id_prefix() -> None:
+    """A forked worker (`server.workers`) draws a prefix of its own."""
+    global _ID_PREFIX, _id_numbers
+    _ID_PREFIX = secrets.token_hex(8)
+    _id_numbers = itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 _TARGET = "amazonec2containerregistry_v20150921."
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
@@ -88,7 +103,11 @@ def classify(path: str) -> tuple[str, str | None]:
 
 
 class Metrics:
-    """The registry's metrics, on a registry of their own (one per app)."""
+    """The registry's metrics, on a registry of their own (one per app). With `server.workers`
+    (prometheus-client's multi-process mode) each process's samples go to files, the
+    exposition sums them, and gauges say how: requests in flight add up over the live
+    processes, a queue depth (counted in storage by each) is the latest count, a job's last
+    success the latest time."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -103,7 +122,8 @@ class Metrics:
         self.sent = Counter("registry_http_sent_bytes", "Response body bytes", ["route"],
                             registry=r)
         self.in_flight = Gauge("registry_http_requests_in_flight", "Requests being answered",
-                               ["route"], registry=r)
+                               ["route"], registry=r,
+                               multiprocess_mode="livesum")
         self.ecr_operations = Counter("registry_ecr_operations", "ECR API calls",
                                       ["operation", "status"], registry=r)
         self.storage_latency = Histogram("registry_storage_operation_duration_seconds",
@@ -123,20 +143,25 @@ class Metrics:
                                     "Images copied to replication destinations",
                                     ["destination", "result"], registry=r)
         self.uploads = Gauge("registry_blob_uploads_in_progress",
-                             "Blob upload requests receiving data in this process", registry=r)
+                             "Blob upload requests receiving data", registry=r,
+                             multiprocess_mode="livesum")
         self.tokens = Counter("registry_tokens_issued", "Bearer tokens issued by /token",
                               ["kind"], registry=r)
         self.queue_depth = Gauge("registry_queue_depth",
                                  "Events and replication jobs waiting (pending) or given up "
                                  "on (dead), counted in storage", ["queue", "state"],
-                                 registry=r)
+                                 registry=r, multiprocess_mode="mostrecent")
         self.job_last_success = Gauge("registry_job_last_success_timestamp_seconds",
                                       "When a periodic job (gc, lifecycle) last succeeded here",
-                                      ["job"], registry=r)
+                                      ["job"], registry=r, multiprocess_mode="max")
         self.draining = False
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if values.ValueClass is values.MutexValue:  # one process
+            return generate_latest(self.registry)
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)
+        return generate_latest(summed)
 
 
 class RequestMiddleware:

@@ -8,15 +8,19 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import socket
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
-from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from registry.observability import Metrics
 
 log = logging.getLogger("registry")
 
@@ -77,19 +81,41 @@ def serve(settings: Settings) -> int:
         return 2
     if settings.server.tune_malloc:
         tune_allocator()
-    app = create_app(settings)
+    server = settings.server
     storage = settings.storage
     where = (str(Path(storage.filesystem.root).resolve()) if storage.driver == "filesystem"
              else f"s3://{storage.s3.bucket}/{storage.s3.prefix}")
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    if server.workers > 1:
+        from registry.workers import serve_workers
+
+        log.info("registry listening on http://%s:%d, storage %s (%s), %d workers",
+                 host, server.port, where, storage.driver, server.workers)
+        return serve_workers(settings, lambda sock: run_worker(settings, sock))
+    # Imported here: with workers, prometheus-client must see its directory first.
+    from registry.app import create_app
+    from registry.observability import start_metrics_server
+
+    app = create_app(settings)
     stop_metrics = start_metrics_server(settings, app.state.metrics)
+    log.info("registry listening on http://%s:%d, storage %s (%s)",
+             host, server.port, where, storage.driver)
     try:
-        return serve_uvicorn(app, settings, where)
+        return run_server(app, settings)
     finally:
         if stop_metrics is not None:
             stop_metrics()
 
 
-def serve_uvicorn(app: Starlette, settings: Settings, where: str) -> int:
+def run_worker(settings: Settings, sock: socket.socket) -> int:
+    """One of `server.workers` processes: its own app, on the supervisor's socket."""
+    from registry.app import create_app
+
+    return run_server(create_app(settings), settings, sock)
+
+
+def run_server(app: Starlette, settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve until stopped: 0, or 3 when the app could not start (uvicorn's status for it)."""
     server = settings.server
     config = uvicorn.Config(
         app,
@@ -104,11 +130,9 @@ def serve_uvicorn(app: Starlette, settings: Settings, where: str) -> int:
         server_header=False,
         log_config=None,
     )
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    log.info("registry listening on http://%s:%d, storage %s (%s)",
-             host, server.port, where, settings.storage.driver)
-    DrainingServer(config, app.state.metrics, server.drain_delay).run()
-    return 0
+    runner = DrainingServer(config, app.state.metrics, server.drain_delay)
+    runner.run(sockets=None if sock is None else [sock])
+    return 0 if runner.started else 3
 
 
 class DrainingServer(uvicorn.Server):

@@ -32,6 +32,9 @@ class ServerSettings:
     log_level: str = "info"
     access_log: bool = False
     graceful_timeout: int = 30
+    # Processes answering requests on the one port (1: the server process itself; more: a
+    # supervisor forks them and restarts any that dies).
+    workers: int = 1
     tune_malloc: bool = True
     request_log: bool = False  # one line per request (id, identity, route, status, bytes, ms)
     log_format: str = "text"  # or "json" (the request log)
@@ -360,6 +363,9 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError(f"setting 'server.port' out of range: {settings.port}")
         if settings.public_url and not settings.public_url.startswith(("http://", "https://")):
             raise SettingsError("setting 'server.public_url' must start with http:// or https://")
+        if not 1 <= settings.workers <= 256:
+            raise SettingsError(
+                f"setting 'server.workers' must be 1 to 256, got {settings.workers}")
         if settings.log_format not in ("text", "json"):
             raise SettingsError("setting 'server.log_format' must be text or json")
         if not 0 <= settings.metrics_port <= 65535:

@@ -125,8 +125,10 @@ def test_read_only_mode_refuses_writes_and_serves_reads(tmp_path: Path) -> None:
         live.stop()
 
 
-def test_sigterm_turns_readiness_false_then_drains(tmp_path: Path) -> None:
-    live = start_registry(tmp_path / "data", env={"REGISTRY_SERVER_DRAIN_DELAY": "2"})
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_turns_readiness_false_then_drains(tmp_path: Path, workers: str) -> None:
+    live = start_registry(tmp_path / "data", env={"REGISTRY_SERVER_DRAIN_DELAY": "2",
+                                                  "REGISTRY_SERVER_WORKERS": workers})
     try:
         live.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 1.5
@@ -139,6 +141,9 @@ def test_sigterm_turns_readiness_false_then_drains(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert saw_unready
+        # Every worker drains (each request a new connection, spread over them).
+        for _ in range(12):
+            assert httpx.get(live.url + "/readyz", timeout=2).status_code == 503
         # Still serving while the load balancer takes it out.
         assert httpx.get(live.url + "/v2/", timeout=2).status_code == 200
         assert live.process.wait(timeout=15) in (0, -signal.SIGTERM), live.log()[-2000:]
@@ -212,13 +217,16 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
-def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_on_their_own_port_with_queue_depths(tmp_path: Path, workers: str) -> None:
     """`[server] metrics_port`: the registry's port stops answering /metrics; the metrics port
     reports what the registry did, including events waiting for an endpoint that is down and
-    an upload receiving data at the moment of the scrape."""
+    an upload receiving data at the moment of the scrape. With two workers the supervisor
+    answers there, with the sum over both."""
     metrics_port = free_port()
     down = free_port()  # nothing listens here: every delivery fails and the queue grows
     live = start_registry(tmp_path / "data", env={
+        "REGISTRY_SERVER_WORKERS": workers,
         "REGISTRY_SERVER_METRICS_PORT": str(metrics_port),
         "REGISTRY_SERVER_METRICS_REFRESH": "0.2",
         "REGISTRY_GC_INTERVAL": "0", "REGISTRY_LIFECYCLE_INTERVAL": "0",

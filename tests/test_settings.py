@@ -160,6 +160,7 @@ def test_wrong_type_from_cli_names_the_key() -> None:
     ("[server]\nport = 70000\n", "server.port"),
     ("[server]\nport = -1\n", "server.port"),
     ("[server]\npublic_url = 'registry.example.com'\n", "server.public_url"),
+    ("[server]\nworkers = 0\n", "server.workers"),
     ("[storage]\nmax_threads = 0\n", "storage.max_threads"),
     ("[storage.filesystem]\nmetadata_threads = 0\n", "storage.filesystem.metadata_threads"),
 ])

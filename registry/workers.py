@@ -1,0 +1,268 @@
+"""`server.workers = N`: N processes answering on one port.
+
+One Python process runs one event loop on one core at a time; this is how the registry uses
+more. The supervisor reserves the port, names a directory for the workers' metrics, and forks
+the workers. Each builds its own app (event loop, storage driver and threads, rate limits)
+and listens on the port with SO_REUSEPORT; the kernel gives each new connection to one of
+them. Everything the workers must agree on already lives in storage, as between replicas;
+rate limits and the upload cap are per process (see the README).
+
+The supervisor itself runs no event loop and no threads (forking a threaded process can
+deadlock the child), and only watches:
+- SIGTERM/SIGINT go to every worker, which drains as a lone server does (`drain_delay`,
+  then `graceful_timeout`); the supervisor exits when the last worker has. A second signal is
+  passed on as well (uvicorn then stops at once).
+- A worker that dies is replaced: its in-flight requests are lost, as in a crash, and nothing
+  partial becomes visible. One that could not start, or died within `STARTUP_GRACE` seconds of
+  its start, stops the whole server instead (a configuration that cannot start would
+  otherwise be retried forever).
+- Metrics: prometheus-client's multi-process mode. Every worker writes its samples to files in
+  the directory; any worker's /metrics, or the supervisor on `server.metrics_port`, answers
+  with the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.server
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from registry.settings import Settings
+
+log = logging.getLogger("registry")
+
+COULD_NOT_START = 3  # a worker's exit status when its app failed to start (uvicorn's too)
+STARTUP_GRACE = 2.0  # a worker dying sooner is not restarted either
+_POLL = 0.2  # seconds between looks at signals and exited workers
+
+
+def reserve(host: str, port: int) -> socket.socket:
+    """The supervisor's hold on the port: bound with SO_REUSEPORT, never listening (the kernel
+    spreads connections over the listening sockets only). Binding here first turns a port in
+    use into one clear error at start-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = (host.strip("[]"), port)
+    # First as any server would bind: SO_REUSEPORT alone would let a second registry started
+    # on this port by mistake join the first one's workers and take half its connections.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the shared port. One socket accepted from by all
+    workers would not do: whichever worker wakes first accepts a whole burst of connections
+    (16 clients connecting at once all landed on one of two workers, which then did all the
+    work); with SO_REUSEPORT the kernel spreads them by address and port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host.strip("[]"), port), family=family, backlog=2048,
+                                reuse_port=True)
+
+
+def multiprocess_metrics(directory: str) -> None:
+    """Make metrics created from now on write to files in `directory` (prometheus-client
+    decides at import time from PROMETHEUS_MULTIPROC_DIR; the module may be imported already,
+    so its choice is made again here)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
+def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int]) -> int:
+    """Reserve the port, fork `server.workers` processes running `run_worker(listening
+    socket)`, watch them; returns the exit status."""
+    server = settings.server
+    try:
+        sock = reserve(server.host, server.port)
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", server.host, server.port, exc.strerror)
+        return 1
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = given or tempfile.mkdtemp(prefix="registry-metrics-")
+    for stale in Path(directory).glob("*.db"):  # files of an earlier run's processes
+        stale.unlink(missing_ok=True)
+    multiprocess_metrics(directory)
+    supervisor = Supervisor(settings, sock, run_worker)
+    try:
+        return supervisor.run()
+    finally:
+        supervisor.close()
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, sock: socket.socket,
+                 run_worker: Callable[[socket.socket], int]) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.run_worker = run_worker
+        self.workers: dict[int, float] = {}  # pid -> when it started
+        self.pending: list[int] = []  # signals received, not yet passed on
+        self.stopping = False
+        self.failed = False
+        self.metrics_server: http.server.HTTPServer | None = None
+
+    def run(self) -> int:
+        server = self.settings.server
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        for _ in range(server.workers):
+            self._spawn()
+        if server.metrics_port:
+            self.metrics_server = metrics_server(server.metrics_host or server.host,
+                                                 server.metrics_port)
+            log.info("metrics (all workers) on http://%s:%d/metrics",
+                     server.metrics_host or server.host, server.metrics_port)
+        while self.workers:
+            self._wait()
+            self._pass_on_signals()
+            self._reap()
+        log.info("all workers stopped")
+        return COULD_NOT_START if self.failed else 0
+
+    def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.server_close()
+        self.sock.close()
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.pending.append(sig)
+
+    def _wait(self) -> None:
+        """Sleep a poll interval, answering metrics scrapes meanwhile."""
+        if self.metrics_server is None:
+            time.sleep(_POLL)
+            return
+        try:
+            ready, _, _ = select.select([self.metrics_server], [], [], _POLL)
+        except InterruptedError:  # pragma: no cover (PEP 475 retries select)
+            return
+        if ready:
+            self.metrics_server.handle_request()
+
+    def _pass_on_signals(self) -> None:
+        while self.pending:
+            sig = self.pending.pop(0)
+            if not self.stopping:
+                log.info("%s: stopping %d workers", signal.Signals(sig).name, len(self.workers))
+            self.stopping = True
+            self._signal_all(sig)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None:
+                continue
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid)  # its live gauges (requests in flight) go
+            if self.stopping:
+                continue
+            how = describe_exit(status)
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == COULD_NOT_START:
+                log.error("worker %d could not start; stopping the server", pid)
+            elif time.monotonic() - started < STARTUP_GRACE:
+                log.error("worker %d %s within %.0fs of starting; stopping the server",
+                          pid, how, STARTUP_GRACE)
+            else:
+                log.error("worker %d %s; starting another", pid, how)
+                self._spawn()
+                continue
+            self.failed = self.stopping = True
+            self._signal_all(signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        supervisor = os.getpid()
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = time.monotonic()
+            return
+        code = COULD_NOT_START
+        try:  # the child never returns into the supervisor's frames
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+            # Signals come from the supervisor only (a terminal's Ctrl-C reaches the whole
+            # process group, and a second SIGINT would make uvicorn skip draining), and a
+            # worker whose supervisor is killed outright is told to stop.
+            os.setpgid(0, 0)
+            die_with_parent()
+            if os.getppid() != supervisor:  # it died before the request took effect
+                return
+            if self.metrics_server is not None:
+                self.metrics_server.socket.close()
+            self.sock.close()
+            server = self.settings.server
+            code = self.run_worker(listen(server.host, server.port))
+        except SystemExit as exc:  # uvicorn's way out when the app cannot start
+            code = exc.code if isinstance(exc.code, int) else COULD_NOT_START
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+
+def die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent exits (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def metrics_server(host: str, port: int) -> http.server.HTTPServer:
+    """The workers' summed metrics, answered one scrape at a time by the supervisor's loop."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import MetricsHandler
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+
+    class Handler(MetricsHandler):
+        timeout = 10  # a stalled scraper holds up the supervisor's loop no longer
+
+    Handler.registry = registry
+
+    class Server(http.server.HTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return Server((host.strip("[]"), port), Handler)

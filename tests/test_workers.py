@@ -1,0 +1,161 @@
+"""`server.workers = N`: N processes on one port behave as one registry.
+
+The supervisor forks the workers and keeps N of them running; connections are spread over
+them by the kernel; metrics are summed over all of them whichever answers; a worker that
+cannot start stops the server instead of being retried forever. Draining on SIGTERM and the
+metrics port are tested under both one and two workers in `test_operations.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port, start_registry
+from tests.test_conformance import REPO_ROOT, SUMMARY
+
+TWO = {"REGISTRY_SERVER_WORKERS": "2"}
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def wait_for_workers(pid: int, count: int, timeout: float = 20) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = children(pid)
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} workers, found {children(pid)}")
+
+
+def sample(text: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_workers_share_the_port_and_report_one_sum(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env=TWO)
+    try:
+        assert len(wait_for_workers(live.process.pid, 2)) == 2
+        base = 'registry_http_requests_total{method="GET",route="base",status="200"}'
+        before = sample(httpx.get(live.url + "/metrics", timeout=10).text, base)
+        assert before is not None and before >= 1  # start_registry's wait for /v2/
+        # Each request on a connection of its own: the kernel spreads them over the workers,
+        # whose request ids differ in their per-process prefix.
+        prefixes = set()
+        for _ in range(40):
+            reply = httpx.get(live.url + "/v2/", timeout=10)
+            assert reply.status_code == 200
+            prefixes.add(reply.headers["x-request-id"][:16])
+        assert len(prefixes) == 2, prefixes
+        # Whichever worker answers /metrics reports what all of them did.
+        for _ in range(4):
+            text = httpx.get(live.url + "/metrics", timeout=10).text
+            assert sample(text, base) == before + 40
+        # A blob uploaded through one connection is served through every other.
+        data = os.urandom(100_000)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        started = httpx.post(live.url + "/v2/w/blob/blobs/uploads/", timeout=10)
+        location = started.headers["location"]
+        if location.startswith("/"):
+            location = live.url + location
+        sep = "&" if "?" in location else "?"
+        put = httpx.put(f"{location}{sep}digest={digest}", content=data, timeout=10,
+                        headers={"Content-Type": "application/octet-stream"})
+        assert put.status_code == 201, put.text
+        for _ in range(6):
+            assert httpx.get(f"{live.url}/v2/w/blob/blobs/{digest}", timeout=10).content == data
+    finally:
+        live.stop()
+    assert live.process.returncode == 0, live.log()[-2000:]
+    assert live.log().count("Application shutdown complete") == 2, live.log()[-2000:]
+
+
+def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env=TWO)
+    try:
+        first = wait_for_workers(live.process.pid, 2)
+        time.sleep(2.5)  # older than the start-up grace: a crash, not a failure to start
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = children(live.process.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, (now, live.log()[-2000:])
+            time.sleep(0.05)
+        assert (now & first) == first - {victim}
+        for _ in range(20):
+            assert httpx.get(live.url + "/v2/", timeout=10).status_code == 200
+        assert f"worker {victim} was killed by SIGKILL; starting another" in live.log()
+    finally:
+        live.stop()
+    assert live.process.returncode == 0, live.log()[-2000:]
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    """Storage unreachable at start-up (auth loads its signing keys from it): the server exits
+    with uvicorn's status for an app that could not start, instead of forking forever."""
+    env = {**os.environ, **TWO,
+           "REGISTRY_STORAGE_DRIVER": "s3", "REGISTRY_STORAGE_S3_BUCKET": "nowhere",
+           "REGISTRY_STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+           "REGISTRY_STORAGE_S3_MAX_ATTEMPTS": "1",
+           "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "REGISTRY_AUTH_ENABLED": "true",
+           "REGISTRY_AUTH_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
+    proc = subprocess.run([sys.executable, "-m", "registry", "serve", "--port",
+                           str(free_port())], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "could not start; stopping the server" in proc.stderr
+    assert proc.stderr.count("Started server process") <= 2, proc.stderr[-3000:]
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env=TWO)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "registry", "serve", "--port",
+                               str(live.port), "--data-dir", str(tmp_path / "other")],
+                              env={**os.environ, **TWO}, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 1
+        assert f"cannot listen on 127.0.0.1 port {live.port}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert httpx.get(live.url + "/v2/", timeout=10).status_code == 200
+    finally:
+        live.stop()
+
+
+def test_conformance_runner_passes_against_two_workers(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env=TWO)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "conformance", live.url], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=600, check=False)
+        lines = proc.stdout.strip().splitlines()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        summary = SUMMARY.match(lines[-1]) if lines else None
+        assert summary is not None and int(summary.group(1)) > 0, proc.stdout
+    finally:
+        live.stop()
