@@ -342,12 +342,19 @@ DISTRIBUTION_QUIET_LOG = """\
   accesslog:
     disabled: true
 """
-TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian", "ours-fs-nofsync")
+TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian", "ours-fs-nofsync",
+                "ours-fs-workers")
 DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION)
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 NOFSYNC_SETTINGS = """
 [storage.filesystem]
 fsync = false
+"""
+# ours-fs-workers: one worker process per core (`server.workers`), as Distribution uses them.
+WORKERS = os.cpu_count() or 1
+WORKERS_SETTINGS = f"""
+[server]
+workers = {WORKERS}
 """
 
 
@@ -375,8 +382,9 @@ class Deployment:
 @dataclass(frozen=True)
 class Target:
     """One registry under test: `ours-fs`, `ours-s3` (moto_server), `distribution`,
-    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn) or `ours-fs-nofsync`
-    (ours-fs without fsync, like Distribution)."""
+    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn), `ours-fs-nofsync`
+    (ours-fs without fsync, like Distribution) or `ours-fs-workers` (ours-fs with one worker
+    process per core)."""
 
     name: str
     python: str = sys.executable
@@ -396,8 +404,9 @@ class Target:
             return f"{self.distribution_bin} serve <config.yml> (filesystem)"
         if self.name.endswith("-granian"):
             return f"{self.python} bench/granian_serve.py --config <settings.toml> ({self.backend})"
-        fsync = ", fsync off" if self.name.endswith("-nofsync") else ""
-        return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{fsync})"
+        extra = (", fsync off" if self.name.endswith("-nofsync") else
+                 f", {WORKERS} workers" if self.name.endswith("-workers") else "")
+        return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{extra})"
 
     def version(self) -> str | None:
         if self.kind == DISTRIBUTION:
@@ -432,6 +441,8 @@ class Target:
         settings = OURS_BENCH_SETTINGS
         if self.name.endswith("-nofsync"):
             settings += NOFSYNC_SETTINGS
+        if self.name.endswith("-workers"):
+            settings += WORKERS_SETTINGS
         if self.backend == "s3":
             moto = backing.moto
             settings += OURS_BENCH_S3_SETTINGS.format(

@@ -329,7 +329,7 @@ def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[st
     sha = median(limits, "sha256", "machine", "mb_per_s")
     sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
     for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-fs-granian", "granian"),
-                        ("ours-fs-nofsync", "nofsync")):
+                        ("ours-fs-nofsync", "nofsync"), ("ours-fs-workers", "workers")):
         for section, summary in summaries.items():
             for op, metric, label, better in rows_for(section, levels):
                 ref_op = "pull" if op == "pull-streamed" else op
@@ -414,7 +414,7 @@ def format_tables(report: dict[str, Any]) -> str:
             if c["group"] == "fs":
                 lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
                              f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
-        for group in ("fs", "nofsync", "granian", "s3"):
+        for group in ("fs", "workers", "nofsync", "granian", "s3"):
             rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
                    and "headline" not in c["what"]]
             if rel:
@@ -423,8 +423,8 @@ def format_tables(report: dict[str, Any]) -> str:
                              f"{len(rel) - len(misses)}/{len(rel)} PASS"
                              + (f"; MISS: {', '.join(misses)}" if misses and group != "s3"
                                 else ""))
-        for group, name in (("nofsync", "ours-fs-nofsync"), ("granian", "ours-fs-granian"),
-                            ("s3", "ours-s3")):
+        for group, name in (("workers", "ours-fs-workers"), ("nofsync", "ours-fs-nofsync"),
+                            ("granian", "ours-fs-granian"), ("s3", "ours-s3")):
             others = [c for c in absolute if c["group"] == group]
             if others:
                 passed = sum(c["pass"] for c in others)
