@@ -126,15 +126,19 @@ class Supervisor:
 
     def run(self) -> int:
         server = self.settings.server
+        if server.metrics_port:
+            host = server.metrics_host or server.host
+            try:
+                self.metrics_server = metrics_server(host, server.metrics_port)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s port %d: %s", host, server.metrics_port,
+                          exc.strerror)
+                return 1
+            log.info("metrics (all workers) on http://%s:%d/metrics", host, server.metrics_port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         for _ in range(server.workers):
             self._spawn()
-        if server.metrics_port:
-            self.metrics_server = metrics_server(server.metrics_host or server.host,
-                                                 server.metrics_port)
-            log.info("metrics (all workers) on http://%s:%d/metrics",
-                     server.metrics_host or server.host, server.metrics_port)
         while self.workers:
             self._wait()
             self._pass_on_signals()
