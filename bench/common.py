@@ -344,7 +344,7 @@ DISTRIBUTION_QUIET_LOG = """\
 """
 TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian", "ours-fs-nofsync",
                 "ours-fs-workers")
-DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION)
+DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-workers")
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 NOFSYNC_SETTINGS = """
 [storage.filesystem]
