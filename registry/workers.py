@@ -100,6 +100,7 @@ def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int]
         return 1
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     directory = given or tempfile.mkdtemp(prefix="registry-metrics-")
+    os.makedirs(directory, exist_ok=True)
     for stale in Path(directory).glob("*.db"):  # files of an earlier run's processes
         stale.unlink(missing_ok=True)
     multiprocess_metrics(directory)

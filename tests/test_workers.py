@@ -93,10 +93,22 @@ def test_workers_share_the_port_and_report_one_sum(tmp_path: Path) -> None:
 
 
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
-    live = start_registry(tmp_path / "data", env=TWO)
+    """Also: the operator's PROMETHEUS_MULTIPROC_DIR is used and kept, cleared of an earlier
+    run's files first, and the killed worker's counts stay in the sum."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"not a metrics file")  # an earlier run's
+    live = start_registry(tmp_path / "data",
+                          env={**TWO, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     try:
         first = wait_for_workers(live.process.pid, 2)
         time.sleep(2.5)  # older than the start-up grace: a crash, not a failure to start
+        for _ in range(20):
+            assert httpx.get(live.url + "/v2/", timeout=10).status_code == 200
+        base = 'registry_http_requests_total{method="GET",route="base",status="200"}'
+        before = sample(httpx.get(live.url + "/metrics", timeout=10).text, base)
+        assert before is not None and before >= 20
+        assert any(metrics_dir.glob("counter_*.db"))
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 20
@@ -109,10 +121,13 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert (now & first) == first - {victim}
         for _ in range(20):
             assert httpx.get(live.url + "/v2/", timeout=10).status_code == 200
+        after = sample(httpx.get(live.url + "/metrics", timeout=10).text, base)
+        assert after == before + 20  # nothing the dead worker counted is lost
         assert f"worker {victim} was killed by SIGKILL; starting another" in live.log()
     finally:
         live.stop()
     assert live.process.returncode == 0, live.log()[-2000:]
+    assert metrics_dir.is_dir()
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
