@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 5000)")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the port (default 1; about one per core)")
     serve.add_argument("--allow-anonymous", action="store_true", default=None,
                        help="serve without authentication on a non-loopback address")
     iam.add_parsers(commands, _common)
@@ -41,6 +43,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "storage.filesystem.root": getattr(args, "data_dir", None),
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
+        "server.workers": getattr(args, "workers", None),
         "auth.allow_anonymous": getattr(args, "allow_anonymous", None),
     }
     return load_settings(getattr(args, "config_file", None) or args.config,

@@ -55,7 +55,7 @@ def sample(text: str, name: str) -> float | None:
 
 
 def test_workers_share_the_port_and_report_one_sum(tmp_path: Path) -> None:
-    live = start_registry(tmp_path / "data", env=TWO)
+    live = start_registry(tmp_path / "data", extra_args=["--workers", "2"])
     try:
         assert len(wait_for_workers(live.process.pid, 2)) == 2
         base = 'registry_http_requests_total{method="GET",route="base",status="200"}'
