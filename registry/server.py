@@ -11,16 +11,13 @@ import os
 import socket
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import uvicorn
+from starlette.applications import Starlette
 
+from registry.app import create_app
+from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
-
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from registry.observability import Metrics
 
 log = logging.getLogger("registry")
 
@@ -89,13 +86,9 @@ def serve(settings: Settings) -> int:
     if server.workers > 1:
         from registry.workers import serve_workers
 
-        log.info("registry listening on http://%s:%d, storage %s (%s), %d workers",
-                 host, server.port, where, storage.driver, server.workers)
-        return serve_workers(settings, lambda sock: run_worker(settings, sock))
-    # Imported here: with workers, prometheus-client must see its directory first.
-    from registry.app import create_app
-    from registry.observability import start_metrics_server
-
+        started = (f"registry listening on http://{host}:{server.port}, storage {where} "
+                   f"({storage.driver}), {server.workers} workers")
+        return serve_workers(settings, lambda sock: run_worker(settings, sock), started)
     app = create_app(settings)
     stop_metrics = start_metrics_server(settings, app.state.metrics)
     log.info("registry listening on http://%s:%d, storage %s (%s)",
@@ -108,9 +101,7 @@ def serve(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, sock: socket.socket) -> int:
-    """One of `server.workers` processes: its own app, on the supervisor's socket."""
-    from registry.app import create_app
-
+    """One of `server.workers` processes: an app of its own, on its own listening socket."""
     return run_server(create_app(settings), settings, sock)
 
 

@@ -89,15 +89,17 @@ def multiprocess_metrics(directory: str) -> None:
     values.ValueClass = values.get_value_class()
 
 
-def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int]) -> int:
-    """Reserve the port, fork `server.workers` processes running `run_worker(listening
-    socket)`, watch them; returns the exit status."""
+def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int],
+                  started: str) -> int:
+    """Reserve the port (then log `started`), fork `server.workers` processes running
+    `run_worker(listening socket)`, watch them; returns the exit status."""
     server = settings.server
     try:
         sock = reserve(server.host, server.port)
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", server.host, server.port, exc.strerror)
         return 1
+    log.info("%s", started)
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     directory = given or tempfile.mkdtemp(prefix="registry-metrics-")
     os.makedirs(directory, exist_ok=True)

@@ -157,6 +157,7 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
                               timeout=60, check=False)
         assert proc.returncode == 1
         assert f"cannot listen on 127.0.0.1 port {live.port}" in proc.stderr, proc.stderr
+        assert "listening on" not in proc.stderr
         assert "Traceback" not in proc.stderr
         assert httpx.get(live.url + "/v2/", timeout=10).status_code == 200
     finally:
