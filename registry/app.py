@@ -15,7 +15,7 @@ from starlette.routing import Route
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
-from registry.limits import RateLimiter
+from registry.limits import RateLimiter, SharedLimits
 from registry.observability import (
     InstrumentedDriver,
     Metrics,
@@ -70,9 +70,10 @@ def build_store(settings: Settings, metrics: Metrics | None = None) -> Store:
     return Store(driver, settings.repositories.create_on_push, subscriptions)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, shared_limits: SharedLimits | None = None) -> Starlette:
+    """`shared_limits`: the rate-limit buckets and upload counts of `server.workers`."""
     metrics = Metrics()
-    limiter = RateLimiter(settings.limits)
+    limiter = RateLimiter(settings.limits, shared_limits)
     store = build_store(settings, metrics)
 
     @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
 """Rate limits per identity (or, for anonymous callers, per address) and API class, and a cap
-on concurrent upload requests; both per replica (in-process token buckets).
+on concurrent upload requests; both per replica. Within a replica, one process keeps its
+token buckets in a dict; `server.workers` processes share theirs (`SharedLimits`).
 
 API classes are ECR's operations; the data plane's requests count as the operation ECR would
 run for them (a manifest GET is BatchGetImage, a blob GET GetDownloadUrlForLayer, ...). The
@@ -7,9 +8,17 @@ default rates are ECR's published per-second quotas; a class may be given its ow
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import math
+import mmap
+import os
+import struct
+import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from registry.settings import LimitsSettings
 from storage.errors import RateLimited
@@ -38,9 +47,93 @@ DATA_PLANE: dict[tuple[str, str], str] = {
 }
 
 
+class SharedLimits:
+    """Token buckets and upload counts shared by the forked workers of one supervisor: a
+    shared memory map made before the fork, and a lock on it that the kernel drops when its
+    holder dies (an fcntl record lock), so a worker killed mid-update cannot stall the rest.
+
+    Buckets sit in sets of `WAYS` slots picked by a hash of (class, caller); a full set gives
+    its least recently used slot to a new caller (who then starts with a full bucket, as when a
+    lone process's bounded table evicts). Upload requests in flight are counted per worker
+    slot, and the supervisor zeroes a dead worker's count."""
+
+    SETS = 16384
+    WAYS = 8
+    _SLOT = struct.Struct("=Qdd")  # key hash (0: free), tokens, when last taken (monotonic)
+    _COUNT = struct.Struct("=q")
+
+    def __init__(self, workers: int) -> None:
+        self._uploads_at = self.SETS * self.WAYS * self._SLOT.size
+        size = self._uploads_at + workers * self._COUNT.size
+        self._workers = workers
+        try:
+            self._fd = os.memfd_create("registry-limits")
+        except (AttributeError, OSError):  # not Linux: a file unlinked at once
+            self._fd, path = tempfile.mkstemp(prefix="registry-limits-")
+            os.unlink(path)
+        os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)  # MAP_SHARED: one copy for every worker
+        self.worker = 0  # this process's upload slot, set in each worker after the fork
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(),
+                                "little") or 1
+        first = (hashed % self.SETS) * self.WAYS
+        slot, size, view = self._SLOT, self._SLOT.size, self._map
+        with self._locked():
+            chosen, oldest = first, math.inf
+            tokens, last = burst, now
+            for index in range(first, first + self.WAYS):
+                owner, held, when = slot.unpack_from(view, index * size)
+                if owner == hashed:
+                    chosen, tokens, last = index, held, when
+                    break
+                if owner == 0:
+                    if oldest > -math.inf:
+                        chosen, oldest = index, -math.inf
+                elif when < oldest:
+                    chosen, oldest = index, when
+            tokens = min(burst, tokens + (now - last) * rate)
+            slot.pack_into(view, chosen * size, hashed, tokens - 1 if tokens >= 1 else tokens,
+                           now)
+        return tokens
+
+    def _count_at(self, worker: int) -> int:
+        return self._uploads_at + worker * self._COUNT.size
+
+    def start_upload(self, cap: int) -> bool:
+        with self._locked():
+            counts = [self._COUNT.unpack_from(self._map, self._count_at(w))[0]
+                      for w in range(self._workers)]
+            if cap > 0 and sum(counts) >= cap:
+                return False
+            self._COUNT.pack_into(self._map, self._count_at(self.worker), counts[self.worker] + 1)
+        return True
+
+    def end_upload(self) -> None:
+        with self._locked():
+            at = self._count_at(self.worker)
+            count = self._COUNT.unpack_from(self._map, at)[0]
+            self._COUNT.pack_into(self._map, at, max(0, count - 1))
+
+    def forget_worker(self, worker: int) -> None:
+        """A dead worker's uploads are over (the supervisor calls this)."""
+        with self._locked():
+            self._COUNT.pack_into(self._map, self._count_at(worker), 0)
+
+
 class RateLimiter:
-    def __init__(self, settings: LimitsSettings) -> None:
+    def __init__(self, settings: LimitsSettings, shared: SharedLimits | None = None) -> None:
         self.settings = settings
+        self.shared = shared
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self.uploads = 0
 
@@ -64,25 +157,38 @@ class RateLimiter:
             return
         burst = max(1.0, rate * self.settings.burst_seconds)
         now = time.monotonic()
-        key = (api_class, who)
-        tokens, last = self._buckets.pop(key, (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate)
+        if self.shared is not None:
+            tokens = self.shared.take(f"{api_class}\n{who}", rate, burst, now)
+        else:
+            tokens = self._take((api_class, who), rate, burst, now)
         if tokens < 1:
-            self._buckets[key] = (tokens, now)
             wait = math.ceil((1 - tokens) / rate)
             raise RateLimited(f"rate exceeded for {api_class}: {rate:g} requests per second; "
                               f"retry in {wait} s", max(1, wait))
-        self._buckets[key] = (tokens - 1, now)
+
+    def _take(self, key: tuple[str, str], rate: float, burst: float, now: float) -> float:
+        """The bucket's tokens before this request; one is taken if there was one."""
+        tokens, last = self._buckets.pop(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        self._buckets[key] = (tokens - 1 if tokens >= 1 else tokens, now)
         while len(self._buckets) > _BUCKETS:
             self._buckets.popitem(last=False)
+        return tokens
 
     def start_upload(self) -> None:
         """Count an upload request in flight; RateLimited past the cap."""
         cap = self.settings.max_concurrent_uploads
-        if cap > 0 and self.uploads >= cap:
+        if self.shared is not None:
+            allowed = self.shared.start_upload(cap)
+        else:
+            allowed = not (cap > 0 and self.uploads >= cap)
+            self.uploads += allowed
+        if not allowed:
             raise RateLimited(f"too many uploads in progress on this server (at most {cap}); "
                               "retry shortly", 1)
-        self.uploads += 1
 
     def end_upload(self) -> None:
-        self.uploads = max(0, self.uploads - 1)
+        if self.shared is not None:
+            self.shared.end_upload()
+        else:
+            self.uploads = max(0, self.uploads - 1)

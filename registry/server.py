@@ -16,6 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from registry.app import create_app
+from registry.limits import SharedLimits
 from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
 
@@ -88,7 +89,8 @@ def serve(settings: Settings) -> int:
 
         started = (f"registry listening on http://{host}:{server.port}, storage {where} "
                    f"({storage.driver}), {server.workers} workers")
-        return serve_workers(settings, lambda sock: run_worker(settings, sock), started)
+        return serve_workers(settings, lambda sock, shared: run_worker(settings, sock, shared),
+                             started)
     app = create_app(settings)
     stop_metrics = start_metrics_server(settings, app.state.metrics)
     log.info("registry listening on http://%s:%d, storage %s (%s)",
@@ -100,9 +102,10 @@ def serve(settings: Settings) -> int:
             stop_metrics()
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> int:
-    """One of `server.workers` processes: an app of its own, on its own listening socket."""
-    return run_server(create_app(settings), settings, sock)
+def run_worker(settings: Settings, sock: socket.socket, shared: SharedLimits | None) -> int:
+    """One of `server.workers` processes: an app of its own, on its own listening socket,
+    with the rate limits all workers share."""
+    return run_server(create_app(settings, shared), settings, sock)
 
 
 def run_server(app: Starlette, settings: Settings, sock: socket.socket | None = None) -> int:

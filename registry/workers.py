@@ -5,7 +5,8 @@ more. The supervisor reserves the port, names a directory for the workers' metri
 the workers. Each builds its own app (event loop, storage driver and threads, rate limits)
 and listens on the port with SO_REUSEPORT; the kernel gives each new connection to one of
 them. Everything the workers must agree on already lives in storage, as between replicas;
-rate limits and the upload cap are per process (see the README).
+rate limits and the upload cap are shared through memory mapped by the supervisor
+(`registry.limits.SharedLimits`), so they hold for the whole machine as for one process.
 
 The supervisor itself runs no event loop and no threads (forking a threaded process can
 deadlock the child), and only watches:
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from registry.limits import SharedLimits
 from registry.settings import Settings
 
 log = logging.getLogger("registry")
@@ -89,10 +91,12 @@ def multiprocess_metrics(directory: str) -> None:
     values.ValueClass = values.get_value_class()
 
 
-def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int],
-                  started: str) -> int:
+Worker = Callable[[socket.socket, SharedLimits | None], int]
+
+
+def serve_workers(settings: Settings, run_worker: Worker, started: str) -> int:
     """Reserve the port (then log `started`), fork `server.workers` processes running
-    `run_worker(listening socket)`, watch them; returns the exit status."""
+    `run_worker(listening socket, shared limits)`, watch them; returns the exit status."""
     server = settings.server
     try:
         sock = reserve(server.host, server.port)
@@ -116,12 +120,14 @@ def serve_workers(settings: Settings, run_worker: Callable[[socket.socket], int]
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, sock: socket.socket,
-                 run_worker: Callable[[socket.socket], int]) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket, run_worker: Worker) -> None:
         self.settings = settings
         self.sock = sock
         self.run_worker = run_worker
-        self.workers: dict[int, float] = {}  # pid -> when it started
+        limits = settings.limits
+        self.limits = (SharedLimits(settings.server.workers)
+                       if limits.enabled or limits.max_concurrent_uploads > 0 else None)
+        self.workers: dict[int, tuple[float, int]] = {}  # pid -> (when it started, its slot)
         self.pending: list[int] = []  # signals received, not yet passed on
         self.stopping = False
         self.failed = False
@@ -191,12 +197,15 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            started = self.workers.pop(pid, None)
-            if started is None:
+            worker = self.workers.pop(pid, None)
+            if worker is None:
                 continue
+            started, slot = worker
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid)  # its live gauges (requests in flight) go
+            if self.limits is not None:
+                self.limits.forget_worker(slot)  # its uploads in flight are over
             if self.stopping:
                 continue
             how = describe_exit(status)
@@ -214,9 +223,11 @@ class Supervisor:
 
     def _spawn(self) -> None:
         supervisor = os.getpid()
+        taken = {slot for _, slot in self.workers.values()}
+        slot = min(set(range(self.settings.server.workers)) - taken)
         pid = os.fork()
         if pid:
-            self.workers[pid] = time.monotonic()
+            self.workers[pid] = (time.monotonic(), slot)
             return
         code = COULD_NOT_START
         try:  # the child never returns into the supervisor's frames
@@ -232,8 +243,10 @@ class Supervisor:
             if self.metrics_server is not None:
                 self.metrics_server.socket.close()
             self.sock.close()
+            if self.limits is not None:
+                self.limits.worker = slot
             server = self.settings.server
-            code = self.run_worker(listen(server.host, server.port))
+            code = self.run_worker(listen(server.host, server.port), self.limits)
         except SystemExit as exc:  # uvicorn's way out when the app cannot start
             code = exc.code if isinstance(exc.code, int) else COULD_NOT_START
         except BaseException:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import free_port, start_registry
+from tests.registry.util import held_body, push_image
 from tests.test_conformance import REPO_ROOT, SUMMARY
 
 TWO = {"REGISTRY_SERVER_WORKERS": "2"}
@@ -173,5 +176,65 @@ def test_conformance_runner_passes_against_two_workers(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         summary = SUMMARY.match(lines[-1]) if lines else None
         assert summary is not None and int(summary.group(1)) > 0, proc.stdout
+    finally:
+        live.stop()
+
+
+def test_rate_limits_and_the_upload_cap_hold_across_workers(tmp_path: Path) -> None:
+    """The workers share their token buckets and upload counts: a caller spread over both gets
+    the rate and the cap set, not twice them; a killed worker's uploads stop counting."""
+    live = start_registry(tmp_path / "data", env={
+        **TWO, "REGISTRY_LIMITS_ENABLED": "true", "REGISTRY_LIMITS_BURST_SECONDS": "1",
+        "REGISTRY_LIMITS_RATES": json.dumps({"BatchGetImage": 4}),
+        "REGISTRY_LIMITS_MAX_CONCURRENT_UPLOADS": "1"})
+    try:
+        workers = wait_for_workers(live.process.pid, 2)
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            push_image(http, "shared/limits", "v1")
+        # Each GET on a connection of its own, so over both workers (one address, one caller).
+        codes = [httpx.get(f"{live.url}/v2/shared/limits/manifests/v1", timeout=10).status_code
+                 for _ in range(8)]
+        assert codes[:4] == [200] * 4 and codes.count(429) >= 3, codes
+
+        def start() -> str:
+            location = httpx.post(f"{live.url}/v2/shared/limits/blobs/uploads/",
+                                  timeout=10).headers["location"]
+            return location if location.startswith("http") else live.url + location
+
+        held, other = start(), start()
+        release = threading.Event()
+        results: list[int | str] = []
+
+        def hold() -> None:
+            try:
+                results.append(httpx.patch(held, content=held_body(release),
+                                           timeout=30).status_code)
+            except httpx.HTTPError as exc:
+                results.append(type(exc).__name__)
+
+        patch = threading.Thread(target=hold)
+        patch.start()
+        try:
+            time.sleep(0.5)  # the held PATCH is in flight on one of the workers
+            refused = [httpx.patch(other, content=b"z", timeout=10).status_code
+                       for _ in range(6)]
+            assert refused == [429] * 6, refused
+            time.sleep(2.5 - 0.5)  # both workers past the start-up grace
+            for pid in workers:  # the one holding the upload among them
+                os.kill(pid, signal.SIGKILL)
+            wait_for_workers(live.process.pid, 2)
+            deadline = time.monotonic() + 20
+            status = 0
+            while status != 202:  # the new workers may not listen yet: refused until then
+                assert status in (0, 429) and time.monotonic() < deadline, status
+                time.sleep(0.2)
+                try:
+                    status = httpx.patch(other, content=b"z", timeout=10).status_code
+                except httpx.ConnectError:
+                    status = 0
+        finally:
+            release.set()
+            patch.join(30)
+        assert results and results != [202], results  # its worker died under it
     finally:
         live.stop()
