@@ -47,6 +47,40 @@ DATA_PLANE: dict[tuple[str, str], str] = {
 }
 
 
+def _spend(tokens: float, last: float, now: float, rate: float,
+           burst: float) -> tuple[float, float]:
+    """A bucket that held `tokens` at `last`, refilled at `rate` up to `burst`: the tokens
+    available now, and those left after one request (none taken when under one)."""
+    available = min(burst, tokens + (now - last) * rate)
+    return available, available - 1 if available >= 1 else available
+
+
+class LocalLimits:
+    """One process's token buckets (a bounded table, least recently used out first) and
+    count of upload requests in flight."""
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.uploads = 0
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        """The bucket's tokens before this request; one is taken if there was one."""
+        available, left = _spend(*self._buckets.pop(key, (burst, now)), now, rate, burst)
+        self._buckets[key] = (left, now)
+        while len(self._buckets) > _BUCKETS:
+            self._buckets.popitem(last=False)
+        return available
+
+    def start_upload(self, cap: int) -> bool:
+        if cap > 0 and self.uploads >= cap:
+            return False
+        self.uploads += 1
+        return True
+
+    def end_upload(self) -> None:
+        self.uploads = max(0, self.uploads - 1)
+
+
 class SharedLimits:
     """Token buckets and upload counts shared by the forked workers of one supervisor: a
     shared memory map made before the fork, and a lock on it that the kernel drops when its
@@ -84,6 +118,7 @@ class SharedLimits:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        """As `LocalLimits.take`, for every worker."""
         hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(),
                                 "little") or 1
         first = (hashed % self.SETS) * self.WAYS
@@ -101,10 +136,9 @@ class SharedLimits:
                         chosen, oldest = index, -math.inf
                 elif when < oldest:
                     chosen, oldest = index, when
-            tokens = min(burst, tokens + (now - last) * rate)
-            slot.pack_into(view, chosen * size, hashed, tokens - 1 if tokens >= 1 else tokens,
-                           now)
-        return tokens
+            available, left = _spend(tokens, last, now, rate, burst)
+            slot.pack_into(view, chosen * size, hashed, left, now)
+        return available
 
     def _count_at(self, worker: int) -> int:
         return self._uploads_at + worker * self._COUNT.size
@@ -133,9 +167,7 @@ class SharedLimits:
 class RateLimiter:
     def __init__(self, settings: LimitsSettings, shared: SharedLimits | None = None) -> None:
         self.settings = settings
-        self.shared = shared
-        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
-        self.uploads = 0
+        self.state: LocalLimits | SharedLimits = shared or LocalLimits()
 
     def rate(self, api_class: str) -> float:
         configured = self.settings.rates.get(api_class)
@@ -156,39 +188,18 @@ class RateLimiter:
         if rate <= 0:
             return
         burst = max(1.0, rate * self.settings.burst_seconds)
-        now = time.monotonic()
-        if self.shared is not None:
-            tokens = self.shared.take(f"{api_class}\n{who}", rate, burst, now)
-        else:
-            tokens = self._take((api_class, who), rate, burst, now)
+        tokens = self.state.take(f"{api_class}\n{who}", rate, burst, time.monotonic())
         if tokens < 1:
             wait = math.ceil((1 - tokens) / rate)
             raise RateLimited(f"rate exceeded for {api_class}: {rate:g} requests per second; "
                               f"retry in {wait} s", max(1, wait))
 
-    def _take(self, key: tuple[str, str], rate: float, burst: float, now: float) -> float:
-        """The bucket's tokens before this request; one is taken if there was one."""
-        tokens, last = self._buckets.pop(key, (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate)
-        self._buckets[key] = (tokens - 1 if tokens >= 1 else tokens, now)
-        while len(self._buckets) > _BUCKETS:
-            self._buckets.popitem(last=False)
-        return tokens
-
     def start_upload(self) -> None:
         """Count an upload request in flight; RateLimited past the cap."""
         cap = self.settings.max_concurrent_uploads
-        if self.shared is not None:
-            allowed = self.shared.start_upload(cap)
-        else:
-            allowed = not (cap > 0 and self.uploads >= cap)
-            self.uploads += allowed
-        if not allowed:
+        if not self.state.start_upload(cap):
             raise RateLimited(f"too many uploads in progress on this server (at most {cap}); "
                               "retry shortly", 1)
 
     def end_upload(self) -> None:
-        if self.shared is not None:
-            self.shared.end_upload()
-        else:
-            self.uploads = max(0, self.uploads - 1)
+        self.state.end_upload()

@@ -159,9 +159,15 @@ class Metrics:
     def exposition(self) -> bytes:
         if values.ValueClass is values.MutexValue:  # one process
             return generate_latest(self.registry)
-        summed = CollectorRegistry()
-        MultiProcessCollector(summed)
-        return generate_latest(summed)
+        return generate_latest(summed_registry())
+
+
+def summed_registry() -> CollectorRegistry:
+    """Every process's metrics, summed (prometheus-client's multi-process mode: the files in
+    PROMETHEUS_MULTIPROC_DIR, read at each collection)."""
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed)
+    return summed
 
 
 class RequestMiddleware:

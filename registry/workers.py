@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 
 from registry.limits import SharedLimits
+from registry.observability import summed_registry
 from registry.settings import Settings
 
 log = logging.getLogger("registry")
@@ -49,12 +50,16 @@ STARTUP_GRACE = 2.0  # a worker dying sooner is not restarted either
 _POLL = 0.2  # seconds between looks at signals and exited workers
 
 
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host.strip("[]"), port)
+
+
 def reserve(host: str, port: int) -> socket.socket:
     """The supervisor's hold on the port: bound with SO_REUSEPORT, never listening (the kernel
     spreads connections over the listening sockets only). Binding here first turns a port in
     use into one clear error at start-up."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = (host.strip("[]"), port)
+    family, address = _address(host, port)
     # First as any server would bind: SO_REUSEPORT alone would let a second registry started
     # on this port by mistake join the first one's workers and take half its connections.
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -76,9 +81,8 @@ def listen(host: str, port: int) -> socket.socket:
     workers would not do: whichever worker wakes first accepts a whole burst of connections
     (16 clients connecting at once all landed on one of two workers, which then did all the
     work); with SO_REUSEPORT the kernel spreads them by address and port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host.strip("[]"), port), family=family, backlog=2048,
-                                reuse_port=True)
+    family, address = _address(host, port)
+    return socket.create_server(address, family=family, backlog=2048, reuse_port=True)
 
 
 def multiprocess_metrics(directory: str) -> None:
@@ -168,10 +172,7 @@ class Supervisor:
         if self.metrics_server is None:
             time.sleep(_POLL)
             return
-        try:
-            ready, _, _ = select.select([self.metrics_server], [], [], _POLL)
-        except InterruptedError:  # pragma: no cover (PEP 475 retries select)
-            return
+        ready, _, _ = select.select([self.metrics_server], [], [], _POLL)
         if ready:
             self.metrics_server.handle_request()
 
@@ -270,19 +271,15 @@ def describe_exit(status: int) -> str:
 
 def metrics_server(host: str, port: int) -> http.server.HTTPServer:
     """The workers' summed metrics, answered one scrape at a time by the supervisor's loop."""
-    from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import MetricsHandler
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
 
     class Handler(MetricsHandler):
         timeout = 10  # a stalled scraper holds up the supervisor's loop no longer
+        registry = summed_registry()
 
-    Handler.registry = registry
+    family, address = _address(host, port)
 
     class Server(http.server.HTTPServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        address_family = family
 
-    return Server((host.strip("[]"), port), Handler)
+    return Server(address, Handler)

@@ -6,6 +6,8 @@ import signal
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import start_registry
 
 
@@ -20,8 +22,10 @@ def test_startup_line_names_url_and_data_directory(tmp_path: Path) -> None:
         live.stop()
 
 
-def test_sigterm_lets_an_inflight_request_finish_then_shuts_down(tmp_path: Path) -> None:
-    live = start_registry(tmp_path / "data")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_lets_an_inflight_request_finish_then_shuts_down(tmp_path: Path,
+                                                                  workers: str) -> None:
+    live = start_registry(tmp_path / "data", env={"REGISTRY_SERVER_WORKERS": workers})
     # A request in flight when SIGTERM arrives is answered before the process exits.
     with socket.create_connection(("127.0.0.1", live.port), timeout=10) as conn:
         conn.sendall(b"POST /v2/sig/term/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n"
