@@ -3,6 +3,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     REGISTRY_SERVER_HOST=0.0.0.0 \
     REGISTRY_SERVER_PORT=5000 \
     REGISTRY_STORAGE_FILESYSTEM_ROOT=/data \
@@ -11,12 +12,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 #   -e REGISTRY_AUTH_ENABLED=true -e REGISTRY_AUTH_SECRET_KEY=<base64 of 32 bytes>
 
 WORKDIR /app
+# The locked dependencies (hash-checked) in a layer of their own: editing the source does not
+# reinstall them. The lock holds the build backend too, so the package builds offline below.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --no-cache-dir -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY storage ./storage
 COPY auth ./auth
 COPY conformance ./conformance
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && rm -rf build *.egg-info \
     && useradd --system --uid 10001 --home-dir /data registry \
     && mkdir -p /data && chown registry /data
 
