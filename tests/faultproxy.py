@@ -1,4 +1,5 @@
-"""A fault-injecting HTTP/1.1 reverse proxy for S3 tests, in front of a `moto_server`.
+"""A fault-injecting, recording HTTP/1.1 reverse proxy for tests: in front of a `moto_server`
+to make S3 fail, or in front of a registry to see what reached it.
 
     proxy = FaultProxy(moto.url).start()          # 127.0.0.1:<free port>, one thread per connection
     proxy.slow_down(fraction=0.2)                  # 20 % of all requests: 503 SlowDown
@@ -21,25 +22,32 @@ of them (seeded, so runs repeat), or on every match. Actions:
 - "drop-after": forward the request, read the whole upstream answer (so S3 applied it), then
   close without an answer: the client cannot tell whether the request took effect.
 
-`spare_final_attempt=True` never faults a request that botocore marks as its last attempt
-(header `amz-sdk-request: attempt=N; max=N`), so a fault that must be outlived by retries is
-outlived no matter how the dice fall. Every request is recorded (`requests`, `count`).
+A request that repeats one the proxy faulted less than `RETRY_WINDOW` seconds before (same
+method, path and query: how an SDK retries) is recorded as a retry. `spare_retries=True` never
+faults a retry, so a fault that must be outlived by retries (any client making two attempts or
+more, backing off less than the window) is outlived no matter how the dice fall. Retries are
+judged by what arrives, not by any client's retry headers; an identical request that happens
+to arrive meanwhile counts as a retry too (and is spared). Every request is recorded
+(`requests`, `count`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import random
 import socket
 import socketserver
 import threading
+import time
 import typing
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ACTIONS = ("503", "drop-before", "drop-after")
+RETRY_WINDOW = 30.0  # seconds; botocore backs off 20 s at most
 _BUFFER = 64 * 1024
 _MAX_HEADER_LINE = 64 * 1024
 _SLOW_DOWN = (
@@ -63,19 +71,9 @@ class Request:
         return s3_operation(self.method, self.query, self.headers)
 
     @property
-    def attempt(self) -> tuple[int, int | None] | None:
-        """(attempt, max attempts) from botocore's `amz-sdk-request` header; botocore names
-        the maximum only from the second attempt on."""
-        value = self.headers.get("amz-sdk-request", "")
-        fields = dict(
-            part.strip().partition("=")[::2] for part in value.split(";") if "=" in part
-        )
-        try:
-            attempt = int(fields["attempt"])
-            most = int(fields["max"]) if "max" in fields else None
-        except (KeyError, ValueError):
-            return None
-        return attempt, most
+    def key(self) -> tuple[str, str, str]:
+        """What a retry repeats."""
+        return self.method, self.path, self.query
 
 
 def s3_operation(method: str, query: str, headers: dict[str, str]) -> str:
@@ -118,7 +116,7 @@ class Fault:
     predicate: Callable[[Request], bool] | None = None
     count: int | None = None  # fire on the next `count` matches only
     fraction: float | None = None  # fire on this share of matches
-    spare_final_attempt: bool = False
+    spare_retries: bool = False
     matched: int = 0  # matching requests seen
     fired: int = 0  # of which faulted
 
@@ -145,9 +143,8 @@ class Seen:
     path: str
     query: str
     operation: str
-    attempt: int | None  # botocore's attempt number (1 is the first), if it sent one
-    max_attempts: int | None  # botocore's limit, named from the second attempt on
     action: str  # "forward" or one of ACTIONS
+    retry: bool  # it repeats a request the proxy faulted
     status: int | None = None  # upstream status when forwarded (also for drop-after)
     body_bytes: int = 0  # request body bytes read so far
 
@@ -165,6 +162,7 @@ class FaultProxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._lock = threading.Lock()
         self._random = random.Random(self.seed)
+        self._faulted: dict[tuple[str, str, str], float] = {}  # key -> when last faulted
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -233,10 +231,13 @@ class FaultProxy:
     def reset_log(self) -> None:
         with self._lock:
             self.requests.clear()
+            self._faulted.clear()
 
     def count(self, *, operation: str | None = None, method: str | None = None,
-              action: str | None = None, query: str | None = None,
-              retries_only: bool = False) -> int:
+              action: str | None = None, query: str | None = None, path: str | None = None,
+              status: int | None = None, retries_only: bool = False) -> int:
+        """Requests seen that match every filter given (`path`: a prefix of the decoded path,
+        `query`: a substring of the raw query)."""
         with self._lock:
             seen = list(self.requests)
         return sum(
@@ -245,24 +246,28 @@ class FaultProxy:
             and (method is None or s.method == method.upper())
             and (action is None or s.action == action)
             and (query is None or query in s.query)
-            and (not retries_only or (s.attempt or 1) > 1)
+            and (path is None or urllib.parse.unquote(s.path).startswith(path))
+            and (status is None or s.status == status)
+            and (not retries_only or s.retry)
         )
 
-    def _choose(self, request: Request) -> Fault | None:
-        attempt = request.attempt
-        final = attempt is not None and attempt[1] is not None and attempt[0] >= attempt[1]
+    def _choose(self, request: Request) -> tuple[Fault | None, bool]:
+        """The fault to apply (None: forward), and whether the request is a retry."""
+        now = time.monotonic()
         with self._lock:
+            retry = now - self._faulted.get(request.key, -math.inf) < RETRY_WINDOW
             for fault in self.faults:
                 if fault.exhausted or not fault.matches(request):
                     continue
                 fault.matched += 1
-                if fault.spare_final_attempt and final:
+                if fault.spare_retries and retry:
                     continue
                 if fault.fraction is not None and self._random.random() >= fault.fraction:
                     continue
                 fault.fired += 1
-                return fault
-        return None
+                self._faulted[request.key] = now
+                return fault, retry
+        return None, retry
 
     def _record(self, seen: Seen) -> None:
         with self._lock:
@@ -293,12 +298,10 @@ class _Handler(socketserver.BaseRequestHandler):
             headers = _header_dict(header_lines)
             path, _, query = target.partition("?")
             request = Request(method.upper(), path, query, headers)
-            fault = proxy._choose(request)
+            fault, retry = proxy._choose(request)
             action = fault.action if fault is not None else "forward"
-            attempt = request.attempt
-            seen = Seen(request.method, path, query, request.operation,
-                        attempt=attempt[0] if attempt else None,
-                        max_attempts=attempt[1] if attempt else None, action=action)
+            seen = Seen(request.method, path, query, request.operation, action=action,
+                        retry=retry)
             proxy._record(seen)
             if headers.get("expect", "").lower() == "100-continue":
                 client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")

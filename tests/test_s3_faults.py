@@ -253,8 +253,8 @@ def pull_identical(stack: Stack, repo: str, data: bytes) -> None:
 
 def test_throttling_is_retried_invisibly(checked: Stack, repo: str) -> None:
     stack, proxy = checked, checked.proxy
-    # 20 % of all requests fail, never on botocore's final attempt: every request succeeds.
-    fault = proxy.slow_down(fraction=0.2, spare_final_attempt=True)
+    # 20 % of all requests fail, never a retry: every request succeeds on its second attempt.
+    fault = proxy.slow_down(fraction=0.2, spare_retries=True)
     blobs = {"monolithic": os.urandom(11 * MiB), "chunked": os.urandom(11 * MiB + 17),
              "post": os.urandom(3 * MiB)}
     for data in blobs.values():
@@ -503,8 +503,8 @@ def test_max_attempts_counts_every_attempt(checked: Stack, repo: str) -> None:
 
 
 def test_proxy_streams_bodies_and_counts(checked: Stack) -> None:
-    """Bodies pass through intact (Expect: 100-continue, multi-MiB); faults fire as asked and
-    botocore's attempt numbers are recorded."""
+    """Bodies pass through intact (Expect: 100-continue, multi-MiB); faults fire as asked, and
+    the client's retries are recognised by what arrives."""
     import boto3
     from botocore.config import Config
 
@@ -522,9 +522,9 @@ def test_proxy_streams_bodies_and_counts(checked: Stack) -> None:
     s3.put_object(Bucket=stack.bucket, Key="proxy-test/object", Body=data)
     assert s3.get_object(Bucket=stack.bucket, Key="proxy-test/object")["Body"].read() == data
     puts = [s for s in proxy.requests if s.path.endswith("/proxy-test/object")]
-    assert [(s.operation, s.action, s.body_bytes) for s in puts] == [
-        ("PutObject", "drop-before", len(data)), ("PutObject", "forward", len(data)),
-        ("GetObject", "drop-after", 0), ("GetObject", "forward", 0)]
+    assert [(s.operation, s.action, s.body_bytes, s.retry) for s in puts] == [
+        ("PutObject", "drop-before", len(data), False), ("PutObject", "forward", len(data), True),
+        ("GetObject", "drop-after", 0, False), ("GetObject", "forward", 0, True)]
 
     fault = proxy.slow_down(count=1, operation="HeadObject")
     with pytest.raises(ClientError) as caught:  # a fault, then the real answer: 404
@@ -532,5 +532,7 @@ def test_proxy_streams_bodies_and_counts(checked: Stack) -> None:
     assert caught.value.response["Error"]["Code"] == "404"
     assert fault.fired == 1 and proxy.count(operation="HeadObject", action="503") == 1
     heads = [s for s in proxy.requests if s.path.endswith("/proxy-test/absent")]
-    assert [(s.attempt, s.max_attempts) for s in heads] == [(1, None), (2, 3)]
+    assert [(s.action, s.status, s.retry) for s in heads] == [("503", None, False),
+                                                             ("forward", 404, True)]
+    assert proxy.count(path=f"/{stack.bucket}/proxy-test/absent", retries_only=True) == 1
     stack.s3.delete_object(Bucket=stack.bucket, Key="proxy-test/object")
