@@ -1,6 +1,7 @@
 """Registries that replicate to each other: live `registry serve` processes on free loopback
-ports. `plain` is a destination without auth (access log on, so uploads can be counted);
-`secure` is a destination with auth on, whose user `replicator` may do anything; `source`
+ports. `plain` is a destination without auth; `secure` is a destination with auth on, whose
+user `replicator` may do anything; the source reaches both through recording proxies
+(`to_plain`, `to_secure`), so tests can count what arrived; `source`
 replicates `rep/` to plain, `sec/` to secure, `fan/` to both, `doomed/` to secure with a
 wrong password (two attempts, then FAILED), and `strict/` to a destination that does not create
 repositories on push (one attempt)."""
@@ -24,6 +25,7 @@ from botocore.config import Config
 
 from auth.secrets import generate_secret_key
 from tests.conftest import LiveRegistry, start_registry
+from tests.faultproxy import FaultProxy
 
 SECRET_KEY = generate_secret_key()
 REPLICATOR_PASSWORD = "replicator: s3cret"
@@ -109,8 +111,7 @@ def registry_cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
 @pytest.fixture(scope="package")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
     live = start_registry(tmp_path_factory.mktemp("plain") / "data",
-                          env={"REGISTRY_SERVER_ACCESS_LOG": "true", "REGISTRY_GC_INTERVAL": "0",
-                               "REGISTRY_LIFECYCLE_INTERVAL": "0"})
+                          env={"REGISTRY_GC_INTERVAL": "0", "REGISTRY_LIFECYCLE_INTERVAL": "0"})
     yield live
     live.stop()
 
@@ -127,7 +128,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
     registry_cli(data, "policy", "attach", "replicator", str(policy))
     live = start_registry(data, env={
         "REGISTRY_AUTH_ENABLED": "true", "REGISTRY_AUTH_SECRET_KEY": SECRET_KEY,
-        "REGISTRY_AUTH_LOGIN_FAILURES": "100000", "REGISTRY_SERVER_ACCESS_LOG": "true",
+        "REGISTRY_AUTH_LOGIN_FAILURES": "100000",
         "REGISTRY_GC_INTERVAL": "0", "REGISTRY_LIFECYCLE_INTERVAL": "0"})
     yield live
     live.stop()
@@ -143,13 +144,28 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
 
 
 @pytest.fixture(scope="package")
-def source(tmp_path_factory: pytest.TempPathFactory, plain: LiveRegistry,
-           secure: LiveRegistry, strict: LiveRegistry) -> Iterator[LiveRegistry]:
+def to_plain(plain: LiveRegistry) -> Iterator[FaultProxy]:
+    """Every request the source sends to `plain`, recorded on its way."""
+    with FaultProxy(plain.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="package")
+def to_secure(secure: LiveRegistry) -> Iterator[FaultProxy]:
+    """Every request the source sends to `secure` (its token requests too: the realm it
+    announces is the host the request came to), recorded on its way."""
+    with FaultProxy(secure.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="package")
+def source(tmp_path_factory: pytest.TempPathFactory, to_plain: FaultProxy,
+           to_secure: FaultProxy, strict: LiveRegistry) -> Iterator[LiveRegistry]:
     env = source_env([
-        destination("plain", plain.url, PLAIN),
-        destination("secure", secure.url, SECURE, username="replicator",
+        destination("plain", to_plain.url, PLAIN),
+        destination("secure", to_secure.url, SECURE, username="replicator",
                     password=REPLICATOR_PASSWORD),
-        destination("doomed", secure.url, DOOMED, username="replicator",
+        destination("doomed", to_secure.url, DOOMED, username="replicator",
                     password="not the password", max_attempts=2, backoff=1.5,
                     max_backoff=1.5),
         destination("strict", strict.url, STRICT, max_attempts=1),
