@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from storage.drivers.base import Driver
 from storage.errors import RegistryError
 from storage.events import Subscription
 from storage.store import Store
+
+log = logging.getLogger("registry")
 
 
 def build_driver(settings: Settings) -> Driver:
@@ -83,6 +86,8 @@ def create_app(settings: Settings, shared_limits: SharedLimits | None = None) ->
             yield
         await app.state.pull_through.close()
         await store.close()
+        # The counterpart of the start-up line: periodic jobs are stopped, storage is closed.
+        log.info("registry stopped")
 
     routes = [
         *v2_routes(),

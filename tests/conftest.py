@@ -14,9 +14,33 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from registry.settings import Settings, load_settings
 from tests.s3server import MotoServer, start_moto
+
+
+def samples(text: str, name: str, **labels: str) -> list[Sample]:
+    """The samples called `name` whose labels include `labels`, parsed from Prometheus's text
+    format (so neither label order nor number formatting matters)."""
+    return [sample for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()]
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The sum of those samples, or None when there is none."""
+    found = samples(text, name, **labels)
+    return sum(sample.value for sample in found) if found else None
+
+
+def new_server_errors(before: dict[tuple[str, str, str], float],
+                      after: dict[tuple[str, str, str], float]) -> list[str]:
+    """What `server_errors()` counted between two readings, one line per kind."""
+    return [f"{method} {route}: {status} x{after[key] - before.get(key, 0):.0f}"
+            for key in sorted(after) if after[key] > before.get(key, 0)
+            for route, method, status in [key]]
 
 
 def free_port() -> int:
@@ -52,6 +76,16 @@ class LiveRegistry:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+    def server_errors(self) -> dict[tuple[str, str, str], float]:
+        """The 5xx answers it has counted, by (route, method, status): its own request counter,
+        so an unhandled exception counts too."""
+        return {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+                for s in samples(self.metrics(), "registry_http_requests_total")
+                if s.labels["status"].startswith("5")}
 
     def stop(self) -> None:
         if self.process.poll() is None:

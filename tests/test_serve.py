@@ -35,5 +35,6 @@ def test_sigterm_lets_an_inflight_request_finish_then_shuts_down(tmp_path: Path,
     assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
     # uvicorn re-raises the signal after its graceful shutdown, so the status says SIGTERM.
     assert live.process.wait(timeout=30) in (0, -signal.SIGTERM), live.log()
-    assert "Application shutdown complete" in live.log()
+    # Every process ran its shutdown to the end (jobs stopped, storage closed).
+    assert live.log().count("registry stopped") == int(workers), live.log()
     assert "Traceback" not in live.log()
