@@ -69,9 +69,11 @@ class Driver(Protocol):
         self, key: str, offset: int, chunks: AsyncIterable[bytes], observe: Observer | None = None
     ) -> int:
         """Append a stream to an object that must currently be exactly `offset` bytes long
-        (0 creates it). One appender per key at a time (KeyBusy otherwise); OffsetMismatch
-        carries the real size; a sealed object refuses appends with KeyNotFound. `observe` sees
-        every byte that is written, in order, in the driver's thread. Returns the new size.
+        (0 creates it). One appender per key at a time: another gets KeyBusy, or, if it
+        finds out only at the end, OffsetMismatch with the size the first recorded.
+        OffsetMismatch carries the real size; a sealed object refuses appends with KeyNotFound.
+        `observe` sees every byte that is written, in order, in the driver's thread. Returns
+        the new size.
         Bytes received before a failure stay appended. `stat` reports the size appended so far;
         `read` and `scan` are only meaningful once the object is sealed."""
 

@@ -109,6 +109,10 @@ class _Part:
         self.buffer.close()
 
 
+def _precondition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412")
+
+
 class S3Driver:
     name = "s3"
 
@@ -162,6 +166,7 @@ class S3Driver:
             tcp_keepalive=True,
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._bare_etags = False  # see _if_match
         self._threads = Threads(max_threads, "s3")
 
     # The one thread boundary of this driver; botocore failures are translated here.
@@ -267,6 +272,15 @@ class S3Driver:
         keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
         if keys:
             self._delete_keys(keys)
+
+    def _upload_exists(self, full: str, upload_id: str) -> bool:
+        try:
+            self.client.list_parts(Bucket=self.bucket, Key=full, UploadId=upload_id, MaxParts=1)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return False
+            raise
+        return True
 
     def _abort(self, full: str, upload_id: str) -> None:
         try:
@@ -382,26 +396,57 @@ class S3Driver:
             raise
         return state
 
-    def _save_state(self, full: str, state: _AppendState, create: bool = False) -> None:
-        condition = {"IfNoneMatch": "*"} if create else {"IfMatch": str(state.etag)}
-        body = state.dump()
+    def _if_match(self, etag: str) -> str:
+        """The `If-Match` value for an ETag as S3 returned it (quoted, as RFC 9110 and AWS
+        have it). Ceph RGW compares the header byte for byte with its unquoted ETag and refuses
+        the quoted form; once a store has done so, this driver sends ETags bare."""
+        return etag.strip('"') if self._bare_etags else etag
+
+    def _put_replacing(self, full: str, data: bytes, etag: str, **extra: Any) -> str:
+        """PutObject only while `full` has `etag` (ClientError 412 otherwise); its new ETag."""
         try:
-            response = self.client.put_object(
-                Bucket=self.bucket, Key=full, Body=body,
-                Metadata={_APPENDABLE: "1", "size": str(state.size)}, **self._write_args,
-                **condition,
-            )
+            return self._put(full, data, IfMatch=self._if_match(etag), **extra)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+            if self._bare_etags or not _precondition_failed(exc):
+                raise
+            try:
+                current = self.client.head_object(Bucket=self.bucket, Key=full)["ETag"]
+            except ClientError:
+                raise exc from None
+            if current != etag:
+                raise
+            self._bare_etags = True  # refused although unchanged: see _if_match
+            return self._put(full, data, IfMatch=self._if_match(etag), **extra)
+
+    def _save_state(self, full: str, state: _AppendState, create: bool = False) -> None:
+        """Write the state record: new (`create`), or replacing the version `state` was read
+        at. A writer that lost the race to another gets OffsetMismatch with the size the
+        other recorded (where its client must resume); KeyNotFound if the record is gone."""
+        body = state.dump()
+        metadata = {_APPENDABLE: "1", "size": str(state.size)}
+        try:
+            if create:
+                etag = self._put(full, body, Metadata=metadata, IfNoneMatch="*")
+            else:
+                etag = self._put_replacing(full, body, str(state.etag), Metadata=metadata)
+        except ClientError as exc:
+            if not _precondition_failed(exc):
                 raise
             # Lost the race, or botocore retried a write whose answer was lost and S3 had
             # applied it: the stored record tells which.
-            stored = self._load_state(full)
-            if stored is None or stored.dump() != body:
+            try:
+                stored = self._load_state(full)
+            except KeyNotFound:  # sealed meanwhile by another request
+                raise KeyBusy(full) from None
+            if stored is None:  # RGW answers 412 where AWS answers 404 for a missing key
+                raise KeyNotFound(full) from None
+            if stored.dump() == body:
+                state.etag = stored.etag
+                return
+            if create:
                 raise
-            state.etag = stored.etag
-            return
-        state.etag = response["ETag"]
+            raise OffsetMismatch(full, stored.size) from None
+        state.etag = etag
 
     def _get_tail(self, state: _AppendState) -> bytes:
         # Every state version names its own tail object, so a racing appender's tail can
@@ -545,12 +590,20 @@ class S3Driver:
             parts.append(self._upload_part(full, state, len(parts) + 1, tail, None))
         if not parts:
             self._abort(full, state.upload_id)
-            self._put(full, b"", IfMatch=str(state.etag))
+            self._put_replacing(full, b"", str(state.etag))
         else:
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=state.upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e, _ in parts]},
-            )
+            try:
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=state.upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
+                                               for n, e, _ in parts]},
+                )
+            except ClientError:
+                # RGW answers 500 InternalError where AWS answers 404 NoSuchUpload when the
+                # upload was aborted (cancelled) meanwhile.
+                if not self._upload_exists(full, state.upload_id):
+                    raise KeyNotFound(full) from None
+                raise
         if state.tail_key is not None:
             self._delete_keys([state.tail_key])
 

@@ -611,8 +611,9 @@ async def test_concurrent_appends_never_interleave(driver: Driver, initial: byte
 async def test_racing_appender_cannot_spoil_the_winner(driver: Driver, initial: bytes,
                                                        known_bug: KnownBug) -> None:
     """Appender B starts at the current size and is still receiving when appender A, from the
-    same offset, runs to completion; then B's body ends. One of them is refused (KeyBusy or
-    OffsetMismatch), and the object holds exactly the winner's bytes and stays usable."""
+    same offset, runs to completion; then B's body ends. One of them is refused (KeyBusy, or
+    OffsetMismatch naming the winner's size), and the object holds exactly the winner's bytes
+    and stays usable."""
     if initial:
         await driver.append("up/data", 0, stream([initial]))
     offset = len(initial)
@@ -645,6 +646,9 @@ async def test_racing_appender_cannot_spoil_the_winner(driver: Driver, initial: 
     winner = a_bytes if winners == ["a"] else b_bytes
     assert results[winners[0]] == offset + len(winner)
     assert (await driver.stat("up/data")).size == offset + len(winner)
+    if winners == ["a"]:  # B found out only when its body ended: it is told where to resume
+        assert isinstance(results["b"], OffsetMismatch), results
+        assert results["b"].size == offset + len(winner), results
     # The object goes on: one more append, then seal and read back.
     assert await driver.append("up/data", offset + len(winner), stream([b"!"])) == \
         offset + len(winner) + 1
