@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from registry.settings import Settings, load_settings
-from tests.s3server import MotoServer, start_moto
+from tests.s3server import MotoServer, RgwServer, S3Endpoint, rgw_available, start_moto, start_rgw
 
 
 def samples(text: str, name: str, **labels: str) -> list[Sample]:
@@ -144,15 +144,39 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     server.stop()
 
 
-BACKENDS = ["filesystem", "s3"]
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RgwServer]:
+    """A single-node Ceph RADOS Gateway shared by the session (`.ci/rgw`, state in a temporary
+    directory, stopped at the end). Without Ceph installed its tests skip, except under CI or
+    REQUIRE_RGW=1, where they must run (`.ci/rgw install` installs it)."""
+    if not rgw_available():
+        message = "Ceph RGW is not installed (bash .ci/rgw install)"
+        if os.environ.get("CI") or os.environ.get("REQUIRE_RGW") == "1":
+            pytest.fail(f"{message} but CI is set: the RGW suites must run in CI")
+        pytest.skip(message)
+    server = start_rgw(tmp_path_factory.mktemp("rgw"))
+    yield server
+    server.stop()
+
+
+# Storage backends of the shared suites: the filesystem, and S3 on each of its endpoints
+# (the fixture that provides the endpoint, by backend name).
+S3_BACKENDS = {"s3": "moto", "rgw": "rgw"}
+BACKENDS = ["filesystem", *S3_BACKENDS]
+
+
+def s3_endpoint(backend: str, request: pytest.FixtureRequest) -> S3Endpoint:
+    """The S3 endpoint under an S3 backend."""
+    endpoint: S3Endpoint = request.getfixturevalue(S3_BACKENDS[backend])
+    return endpoint
 
 
 def backend_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings (as environment) that put a new registry on `backend`, with a fresh bucket."""
     if backend == "filesystem":
         return {}
-    moto: MotoServer = request.getfixturevalue("moto")
-    return moto.registry_env(moto.create_bucket())
+    endpoint = s3_endpoint(backend, request)
+    return endpoint.registry_env(endpoint.create_bucket())
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -1,4 +1,7 @@
-"""A real S3 HTTP endpoint for tests: `moto_server` as a subprocess on a free loopback port."""
+"""Real S3 HTTP endpoints for tests, on free loopback ports: `moto_server` (a mock, started per
+session as a subprocess) and Ceph's RADOS Gateway (a real object store, started by `.ci/rgw`).
+Both are an `S3Endpoint`: a URL, credentials and a region, buckets made on demand, and the
+settings that put a registry on one of its buckets."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,35 +22,53 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 @dataclass
-class MotoServer:
+class S3Endpoint:
+    name: str  # "moto" or "rgw"
     url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    access_key_id: str
+    secret_access_key: str
+    region: str
 
-    def create_bucket(self, name: str | None = None) -> str:
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": self.secret_access_key}
+
+    def client(self) -> Any:
+        """A boto3 S3 client straight to the endpoint."""
         import boto3
 
+        return boto3.client("s3", endpoint_url=self.url, region_name=self.region,
+                            aws_access_key_id=self.access_key_id,
+                            aws_secret_access_key=self.secret_access_key)
+
+    def create_bucket(self, name: str | None = None) -> str:
         bucket = name or f"registry-{uuid.uuid4().hex[:12]}"
-        client = boto3.client("s3", endpoint_url=self.url, region_name=REGION,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        client.create_bucket(Bucket=bucket)
+        self.client().create_bucket(Bucket=bucket)
         return bucket
 
     def registry_env(self, bucket: str, **settings: str) -> dict[str, str]:
         """Environment for `registry serve` on this endpoint and bucket."""
         env = {
-            **CREDENTIALS,
-            "AWS_DEFAULT_REGION": REGION,
+            **self.credentials,
+            "AWS_DEFAULT_REGION": self.region,
             "REGISTRY_STORAGE_DRIVER": "s3",
             "REGISTRY_STORAGE_S3_BUCKET": bucket,
             "REGISTRY_STORAGE_S3_ENDPOINT_URL": self.url,
-            "REGISTRY_STORAGE_S3_REGION": REGION,
+            "REGISTRY_STORAGE_S3_REGION": self.region,
             "REGISTRY_STORAGE_S3_ADDRESSING_STYLE": "path",
         }
         env.update({f"REGISTRY_STORAGE_S3_{k.upper()}": v for k, v in settings.items()})
         return env
 
+
+@dataclass
+class MotoServer(S3Endpoint):
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
     def stop(self) -> None:
+        assert self.process is not None
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -64,7 +86,8 @@ def start_moto(log_dir: Path, port: int) -> MotoServer:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*args, "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = MotoServer(f"http://127.0.0.1:{port}", proc, log_path)
+    server = MotoServer("moto", f"http://127.0.0.1:{port}", CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        CREDENTIALS["AWS_SECRET_ACCESS_KEY"], REGION, proc, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -76,3 +99,36 @@ def start_moto(log_dir: Path, port: int) -> MotoServer:
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"moto_server did not start:\n{log_path.read_text()}")
+
+
+RGW_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "rgw"
+
+
+@dataclass
+class RgwServer(S3Endpoint):
+    """A single-node Ceph RADOS Gateway that `.ci/rgw start DIR` runs; `stop` ends it."""
+
+    state_dir: Path | None = None
+
+    def stop(self) -> None:
+        if self.state_dir is not None:
+            subprocess.run(["bash", str(RGW_SCRIPT), "stop", str(self.state_dir)],
+                           capture_output=True, timeout=120)
+
+
+def rgw_available() -> bool:
+    return all(shutil.which(tool) for tool in ("radosgw", "ceph-mon", "ceph-osd"))
+
+
+def start_rgw(state_dir: Path) -> RgwServer:
+    done = subprocess.run(["bash", str(RGW_SCRIPT), "start", str(state_dir)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"RGW did not start:\n{done.stdout}\n{done.stderr}")
+    env: dict[str, str] = {}
+    for line in (state_dir / "env").read_text().splitlines():
+        name, equals, value = line.removeprefix("export ").partition("=")
+        if equals and not name.startswith("#"):
+            env[name.strip()] = value.strip().strip("'\"")
+    return RgwServer("rgw", env["RGW_ENDPOINT"], env["RGW_ACCESS_KEY_ID"],
+                     env["RGW_SECRET_ACCESS_KEY"], env["RGW_REGION"], state_dir)

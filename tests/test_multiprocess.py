@@ -18,7 +18,14 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, LiveRegistry, backend_env, start_registry
+from tests.conftest import (
+    BACKENDS,
+    S3_BACKENDS,
+    LiveRegistry,
+    backend_env,
+    s3_endpoint,
+    start_registry,
+)
 from tests.imagebuild import (
     MEDIA_TYPE_MANIFEST,
     BuiltImage,
@@ -50,7 +57,7 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Node
     """Registries A and B serving the same data directory, or the same bucket."""
     backend: str = request.param
     env = backend_env(backend, request)  # one new bucket for both on S3
-    redirect = str(request.getfixturevalue("moto").url) + "/" if backend == "s3" else None
+    redirect = s3_endpoint(backend, request).url + "/" if backend in S3_BACKENDS else None
     data_dir = tmp_path / "data"
     a = start_registry(data_dir, env=env)
     try:

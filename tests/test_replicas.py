@@ -28,7 +28,13 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import LiveRegistry, new_server_errors, start_registry
+from tests.conftest import (
+    S3_BACKENDS,
+    LiveRegistry,
+    new_server_errors,
+    s3_endpoint,
+    start_registry,
+)
 from tests.imagebuild import (
     MEDIA_TYPE_MANIFEST,
     blob_path,
@@ -37,7 +43,7 @@ from tests.imagebuild import (
     read_blob,
     resolve,
 )
-from tests.s3server import MotoServer
+from tests.s3server import S3Endpoint
 
 MiB = 1 << 20
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -61,7 +67,7 @@ class Replicas:
     a: LiveRegistry
     b: LiveRegistry
     bucket: str
-    moto: MotoServer
+    endpoint: S3Endpoint
     part_size: int
 
     def __iter__(self) -> Iterator[LiveRegistry]:
@@ -69,10 +75,11 @@ class Replicas:
 
 
 @contextlib.contextmanager
-def running_replicas(moto: MotoServer, tmp_path: Path, **settings: str) -> Iterator[Replicas]:
+def running_replicas(endpoint: S3Endpoint, tmp_path: Path,
+                     **settings: str) -> Iterator[Replicas]:
     """Replicas A and B on one new bucket, stopped afterwards; their logs must be clean."""
-    bucket = moto.create_bucket()
-    env = moto.registry_env(bucket, **settings)
+    bucket = endpoint.create_bucket()
+    env = endpoint.registry_env(bucket, **settings)
     a = start_registry(tmp_path / "a" / "data", env=env)
     try:
         b = start_registry(tmp_path / "b" / "data", env=env)
@@ -81,7 +88,7 @@ def running_replicas(moto: MotoServer, tmp_path: Path, **settings: str) -> Itera
         raise
     part_size = int(settings.get("part_size", DEFAULT_PART_SIZE))
     try:
-        yield Replicas(a, b, bucket, moto, part_size)
+        yield Replicas(a, b, bucket, endpoint, part_size)
         errors = {replica.url: new_server_errors({}, replica.server_errors()) for replica in (a, b)}
     finally:
         b.stop()
@@ -92,13 +99,19 @@ def running_replicas(moto: MotoServer, tmp_path: Path, **settings: str) -> Itera
         assert not errors[replica.url], f"replica {replica.url} answered 5xx: {errors}"
 
 
+@pytest.fixture(params=sorted(S3_BACKENDS))
+def endpoint(request: pytest.FixtureRequest) -> S3Endpoint:
+    """Each S3 endpoint: moto, and Ceph RGW."""
+    return s3_endpoint(request.param, request)
+
+
 @pytest.fixture(params=["default-parts", "5MiB-parts"])
-def replicas(request: pytest.FixtureRequest, moto: MotoServer,
+def replicas(request: pytest.FixtureRequest, endpoint: S3Endpoint,
              tmp_path: Path) -> Iterator[Replicas]:
     """Replicas A and B on one new bucket: with the registry's default part size (16 MiB), or
     with S3's minimum (5 MiB), where nearly every 6 MiB chunk completes a part."""
     settings = {"part_size": str(5 * MiB)} if request.param == "5MiB-parts" else {}
-    with running_replicas(moto, tmp_path, **settings) as started:
+    with running_replicas(endpoint, tmp_path, **settings) as started:
         yield started
 
 
@@ -159,7 +172,7 @@ def push_chunked(client: Alternating, name: str, data: bytes, chunks: list[int])
     return completed_by
 
 
-def pull_blob(replica: LiveRegistry, moto: MotoServer, name: str, digest: str) -> bytes:
+def pull_blob(replica: LiveRegistry, endpoint: S3Endpoint, name: str, digest: str) -> bytes:
     """GET a blob from `replica`: a 307 to a presigned bucket URL, followed."""
     with httpx.Client(base_url=replica.url, timeout=120) as c:
         head = c.head(f"/v2/{name}/blobs/{digest}")
@@ -168,7 +181,7 @@ def pull_blob(replica: LiveRegistry, moto: MotoServer, name: str, digest: str) -
     assert own.status_code == 307, describe(own)
     assert own.headers.get("docker-content-digest") == digest, describe(own)
     location = own.headers["location"]
-    assert location.startswith(moto.url + "/"), describe(own)
+    assert location.startswith(endpoint.url + "/"), describe(own)
     data = httpx.get(location, timeout=120).content
     assert len(data) == int(head.headers["content-length"])
     assert sha256(data) == digest, f"{replica.url}: wrong bytes for {digest}"
@@ -176,10 +189,7 @@ def pull_blob(replica: LiveRegistry, moto: MotoServer, name: str, digest: str) -
 
 
 def multipart_uploads(replicas: Replicas) -> list[str]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=replicas.moto.url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = replicas.endpoint.client()
     uploads = s3.list_multipart_uploads(Bucket=replicas.bucket).get("Uploads", [])
     return [str(u["Key"]) for u in uploads]
 
@@ -233,7 +243,7 @@ def test_push_alternating_replicas_pull_through_the_other(replicas: Replicas) ->
         assert c.get(f"/v2/{name}/tags/list").json() == {"name": name, "tags": ["v1"]}
     for data, _ in blobs:
         digest = sha256(data)
-        assert pull_blob(other[completed_by[digest]], replicas.moto, name, digest) == data
+        assert pull_blob(other[completed_by[digest]], replicas.endpoint, name, digest) == data
     assert multipart_uploads(replicas) == [], "an upload left a multipart upload behind"
 
 
@@ -268,7 +278,7 @@ def test_upload_status_and_resume_across_replicas(replicas: Replicas) -> None:
         a.close()
         b.close()
     for replica in replicas:
-        assert pull_blob(replica, replicas.moto, name, sha256(data)) == data
+        assert pull_blob(replica, replicas.endpoint, name, sha256(data)) == data
 
 
 # --------------------------------------------------------------------------- skopeo
@@ -299,9 +309,9 @@ def skopeo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes
     return result
 
 
-def test_skopeo_push_through_a_pull_through_b(moto: MotoServer, tmp_path: Path,
+def test_skopeo_push_through_a_pull_through_b(endpoint: S3Endpoint, tmp_path: Path,
                                               skopeo_env: dict[str, str]) -> None:
-    with running_replicas(moto, tmp_path) as replicas:  # the default 16 MiB parts
+    with running_replicas(endpoint, tmp_path) as replicas:  # the default 16 MiB parts
         # skopeo streams each blob in one PATCH: the 17 MiB layer crosses a part boundary.
         built = build_image(tmp_path / "src", [17 * MiB + 5, 3 * MiB + 1, 1000])
         assert max(layer.size for layer in built.layers) > replicas.part_size
@@ -330,5 +340,5 @@ def test_skopeo_push_through_a_pull_through_b(moto: MotoServer, tmp_path: Path,
             assert file_digest(path) == layer.digest, layer
         # And B serves A's blobs itself, through its redirects.
         for layer in built.layers[1:]:
-            pull_blob(replicas.b, moto, repo, layer.digest)
+            pull_blob(replicas.b, endpoint, repo, layer.digest)
         assert multipart_uploads(replicas) == []

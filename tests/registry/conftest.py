@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveRegistry, backend_env, new_server_errors, start_registry
+from tests.conftest import (
+    S3_BACKENDS,
+    LiveRegistry,
+    backend_env,
+    new_server_errors,
+    s3_endpoint,
+    start_registry,
+)
 
 from .util import RegistryClient
 
@@ -43,8 +50,8 @@ def _summarise(log: str) -> str:
 
 def blob_redirect_for(backend: str, request: pytest.FixtureRequest) -> str | None:
     """Where a registry on `backend` sends whole-blob GETs: S3 redirects to the S3 endpoint."""
-    if backend == "s3":
-        return str(request.getfixturevalue("moto").url) + "/"
+    if backend in S3_BACKENDS:
+        return s3_endpoint(backend, request).url + "/"
     return None
 
 

@@ -2,8 +2,8 @@
 
 Adding a driver is one entry in `DRIVER_FACTORIES`. A factory is a coroutine that receives the
 test's `pytest.FixtureRequest`, so it can pull whatever it needs from other fixtures
-(`tmp_path` for the filesystem; for S3 the session's `moto_server`, one bucket for the suite
-and a fresh prefix per test) and may await set-up on the test's event loop.
+(`tmp_path` for the filesystem; for S3 the session's endpoint, moto or RGW, one bucket there
+for the suite and a fresh prefix per test) and may await set-up on the test's event loop.
 
 There is no async pytest plugin: `async def` tests in this folder run through
 `pytest_pyfunc_call` below on the same `asyncio.Runner` that created the driver, because a
@@ -23,7 +23,7 @@ import pytest
 
 from storage.drivers import Driver
 from storage.drivers.filesystem import FilesystemDriver
-from tests.s3server import CREDENTIALS, REGION, MotoServer
+from tests.conftest import S3_BACKENDS, s3_endpoint
 
 DriverFactory = Callable[[pytest.FixtureRequest], Coroutine[Any, Any, Driver]]
 KnownBug = Callable[[str, str], None]
@@ -41,35 +41,42 @@ S3_PART_SIZE = 5 * 1024 * 1024  # S3's minimum: parts fill with MB-sized test da
 
 
 @pytest.fixture(scope="session")
-def s3_bucket(moto: MotoServer) -> str:
-    """One bucket for the driver suite; every test gets a prefix of its own inside it."""
-    return moto.create_bucket()
+def s3_buckets() -> dict[str, str]:
+    """The suite's bucket on each S3 endpoint, by URL, made when first needed."""
+    return {}
 
 
-def s3_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """S3Driver arguments for a fresh, empty prefix in the suite's bucket."""
-    moto: MotoServer = request.getfixturevalue("moto")
+def s3_options(request: pytest.FixtureRequest, backend: str = "s3") -> dict[str, Any]:
+    """S3Driver arguments for a fresh, empty prefix in the suite's bucket on the endpoint of
+    `backend` (one bucket per endpoint for the whole session)."""
+    endpoint = s3_endpoint(backend, request)
+    buckets: dict[str, str] = request.getfixturevalue("s3_buckets")
+    if endpoint.url not in buckets:
+        buckets[endpoint.url] = endpoint.create_bucket()
     return {
-        "bucket": request.getfixturevalue("s3_bucket"),
+        "bucket": buckets[endpoint.url],
         "prefix": f"t-{uuid.uuid4().hex[:16]}",
-        "endpoint_url": moto.url,
-        "region": REGION,
+        "endpoint_url": endpoint.url,
+        "region": endpoint.region,
         "addressing_style": "path",
         "part_size": S3_PART_SIZE,
-        "access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "access_key_id": endpoint.access_key_id,
+        "secret_access_key": endpoint.secret_access_key,
     }
 
 
-async def s3_driver(request: pytest.FixtureRequest) -> Driver:
-    from storage.drivers.s3 import S3Driver
+def s3_driver(backend: str) -> DriverFactory:
+    async def make(request: pytest.FixtureRequest) -> Driver:
+        from storage.drivers.s3 import S3Driver
 
-    return S3Driver(**s3_options(request))
+        return S3Driver(**s3_options(request, backend))
+
+    return make
 
 
 DRIVER_FACTORIES: dict[str, DriverFactory] = {
     "filesystem": filesystem_driver,
-    "s3": s3_driver,
+    **{backend: s3_driver(backend) for backend in S3_BACKENDS},
 }
 
 

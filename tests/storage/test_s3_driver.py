@@ -17,15 +17,23 @@ import pytest
 
 from storage.drivers.s3 import S3Driver
 from storage.errors import KeyNotFound
+from tests.conftest import S3_BACKENDS
 
 from .conftest import S3_PART_SIZE, s3_options
 
 MiB = 1024 * 1024
 
 
+@pytest.fixture(params=sorted(S3_BACKENDS))
+def s3_backend(request: pytest.FixtureRequest) -> str:
+    """Each S3 endpoint: moto, and Ceph RGW."""
+    return str(request.param)
+
+
 @pytest.fixture
-def s3(request: pytest.FixtureRequest, runner: asyncio.Runner) -> Iterator[S3Driver]:
-    driver = S3Driver(**s3_options(request))
+def s3(request: pytest.FixtureRequest, runner: asyncio.Runner,
+       s3_backend: str) -> Iterator[S3Driver]:
+    driver = S3Driver(**s3_options(request, s3_backend))
     try:
         yield driver
     finally:
@@ -132,8 +140,8 @@ async def test_redirect_url_serves_the_exact_bytes(s3: S3Driver) -> None:
         assert (await client.get(forged)).status_code in (403, 404)
 
 
-async def test_redirect_disabled(request: pytest.FixtureRequest) -> None:
-    driver = S3Driver(**{**s3_options(request), "redirect": False})
+async def test_redirect_disabled(request: pytest.FixtureRequest, s3_backend: str) -> None:
+    driver = S3Driver(**{**s3_options(request, s3_backend), "redirect": False})
     try:
         await driver.put("blobs/object", b"v")
         assert await driver.redirect_url("blobs/object", 60) is None
