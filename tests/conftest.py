@@ -87,6 +87,16 @@ class LiveRegistry:
                 for s in samples(self.metrics(), "registry_http_requests_total")
                 if s.labels["status"].startswith("5")}
 
+    def start_again(self) -> None:
+        """Start a stopped (or killed) registry with the same command line and settings:
+        the same port, the same storage; its log goes on in the same file."""
+        assert self.process.poll() is not None, "stop it first"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.process.args, stdout=log,
+                                            stderr=subprocess.STDOUT,
+                                            env={**os.environ, **self.env})
+        _wait_until_serving(self)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -122,18 +132,23 @@ def start_registry(
     url = f"http://127.0.0.1:{port}"
     live = LiveRegistry(url=url, port=port, data_dir=data_dir, process=proc, log_path=log_path,
                         env={k: v for k, v in full_env.items() if os.environ.get(k) != v})
+    _wait_until_serving(live)
+    return live
+
+
+def _wait_until_serving(live: LiveRegistry) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"registry exited early:\n{live.log()}")
+        if live.process.poll() is not None:
+            raise RuntimeError(f"registry exited early:\n{live.log()[-3000:]}")
         try:
-            if httpx.get(url + "/v2/", timeout=1).status_code in (200, 401):
-                return live
+            if httpx.get(live.url + "/v2/", timeout=1).status_code in (200, 401):
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     live.stop()
-    raise RuntimeError(f"registry did not start:\n{live.log()}")
+    raise RuntimeError(f"registry did not start:\n{live.log()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

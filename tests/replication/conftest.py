@@ -68,26 +68,6 @@ def ecr_client(live: LiveRegistry) -> BaseClient:
                         config=Config(retries={"total_max_attempts": 1}))
 
 
-def relaunch(live: LiveRegistry) -> None:
-    """Start a stopped registry again with the same command line: same port, same data."""
-    assert live.process.poll() is not None, "stop it first"
-    with open(live.log_path, "ab") as log:
-        live.process = subprocess.Popen(live.process.args, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **live.env})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if live.process.poll() is not None:
-            raise RuntimeError(f"registry did not restart:\n{live.log()[-3000:]}")
-        try:
-            if httpx.get(live.url + "/v2/", timeout=1).status_code in (200, 401):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    live.stop()
-    raise RuntimeError("registry did not answer after restart")
-
-
 def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:

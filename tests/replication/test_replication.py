@@ -32,7 +32,6 @@ from .conftest import (
     SECURE,
     STRICT,
     manifest_of,
-    relaunch,
     statuses,
     wait_for,
 )
@@ -181,12 +180,12 @@ def test_destination_down_then_source_restart_loses_nothing(
         time.sleep(1.0)  # a few failed attempts
         assert statuses(ecr, name, first.digest) == {PLAIN["registryId"]: ("IN_PROGRESS", None)}
         source.stop()  # the source restarts while the jobs wait
-        relaunch(source)
+        source.start_again()
         with httpx.Client(base_url=source.url, timeout=30) as a:
             late = push_image(a, name, "v3")
         assert statuses(ecr, name, late.digest) == {PLAIN["registryId"]: ("IN_PROGRESS", None)}
     finally:
-        relaunch(plain)
+        plain.start_again()
     with httpx.Client(base_url=plain.url, timeout=30) as b:
         wait_for(lambda: manifest_of(b, name, "v3"), what="the images after the outage")
         assert_replicated(b, name, "v1", moved)
