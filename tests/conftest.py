@@ -137,18 +137,30 @@ def start_registry(
 
 
 def _wait_until_serving(live: LiveRegistry) -> None:
-    deadline = time.monotonic() + 30
+    try:
+        wait_until_answering(live.url + "/v2/", live.process, live.log_path, "registry")
+    except RuntimeError:
+        live.stop()
+        raise
+
+
+def wait_until_answering(url: str, process: subprocess.Popen[bytes], log_path: Path,
+                         what: str, timeout: float = 30) -> None:
+    """Until `GET url` answers 200 (or 401); RuntimeError with the tail of the process's log
+    when it exits first or time runs out."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if live.process.poll() is not None:
-            raise RuntimeError(f"registry exited early:\n{live.log()[-3000:]}")
+        if process.poll() is not None:
+            break
         try:
-            if httpx.get(live.url + "/v2/", timeout=1).status_code in (200, 401):
+            if httpx.get(url, timeout=1).status_code in (200, 401):
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    live.stop()
-    raise RuntimeError(f"registry did not start:\n{live.log()[-3000:]}")
+    state = "exited" if process.poll() is not None else f"did not answer in {timeout:.0f} s"
+    log = log_path.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{what} {state}:\n{log}")
 
 
 @pytest.fixture(scope="session")

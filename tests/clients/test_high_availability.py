@@ -35,7 +35,7 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from tests.conftest import LiveRegistry, free_port, metric, start_registry
+from tests.conftest import LiveRegistry, free_port, metric, start_registry, wait_until_answering
 from tests.events.test_events import Receiver
 from tests.imagebuild import BuiltImage, build_image
 from tests.s3server import RgwServer
@@ -113,17 +113,9 @@ backend replicas
         with open(self.directory / "haproxy.log", "wb") as log:
             self.process = subprocess.Popen([haproxy, "-db", "-f", str(config)],
                                             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.directory / "haproxy.log").read_text()
-            try:
-                if httpx.get(self.url + "/v2/", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("haproxy did not start: " + (self.directory / "haproxy.log")
-                             .read_text())
+        wait_until_answering(self.url + "/v2/", self.process, self.directory / "haproxy.log",
+                             "haproxy")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -288,30 +286,7 @@ def test_overlapping_patches_on_one_upload(client: RegistryClient, registry_serv
 # --------------------------------------------------------------------------- restart
 
 
-def restart(server: LiveRegistry, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Stop `server` and start the same command line (same port and data, the same `env` on
-    top of ours) again."""
-    args = server.process.args
-    server.stop()
-    with open(server.log_path, "ab") as log:
-        full_env = {**os.environ, "REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "true", **env}
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"registry did not restart:\n{server.log()[-3000:]}")
-        try:
-            if httpx.get(server.url + "/v2/", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    pytest.fail("registry did not answer after restart")
-
-
-def test_data_survives_restart(fresh_registry: LiveRegistry, fresh_env: dict[str, str],
+def test_data_survives_restart(fresh_registry: LiveRegistry,
                                request: pytest.FixtureRequest) -> None:
     name = "restart/test"
     with registry_client(fresh_registry, request) as c:
@@ -319,27 +294,24 @@ def test_data_survives_restart(fresh_registry: LiveRegistry, fresh_env: dict[str
         location = start_upload(c, name)
         partial = random_blob(1000)
         assert patch_chunk(c, location, partial, 0).status_code == 202
-    process = restart(fresh_registry, fresh_env)
-    try:
-        with registry_client(fresh_registry, request) as c:
-            response = c.get(f"/v2/{name}/manifests/v1", headers=ACCEPT_ALL)
-            assert response.status_code == 200
-            assert response.content == image.manifest
-            for blob in (image.config, *image.layers):
-                assert_blob(c, name, sha256(blob), blob)
-            assert c.get(f"/v2/{name}/tags/list").json() == {"name": name, "tags": ["v1"]}
-            # Upload sessions live in storage too: the new process continues this one.
-            status = c.get(location)
-            assert status.status_code == 204, status.text
-            assert status.headers.get("range") == "0-999"
-            rest = random_blob(2000)
-            response = patch_chunk(c, location, rest, 1000)
-            assert response.status_code == 202, response.text
-            whole = partial + rest
-            response = finish_upload(c, location_of(response), sha256(whole))
-            assert response.status_code == 201, response.text
-            assert_blob(c, name, sha256(whole), whole)
-    finally:
-        process.terminate()
-        process.wait(15)
+    fresh_registry.stop()
+    fresh_registry.start_again()  # same port, same storage
+    with registry_client(fresh_registry, request) as c:
+        response = c.get(f"/v2/{name}/manifests/v1", headers=ACCEPT_ALL)
+        assert response.status_code == 200
+        assert response.content == image.manifest
+        for blob in (image.config, *image.layers):
+            assert_blob(c, name, sha256(blob), blob)
+        assert c.get(f"/v2/{name}/tags/list").json() == {"name": name, "tags": ["v1"]}
+        # Upload sessions live in storage too: the new process continues this one.
+        status = c.get(location)
+        assert status.status_code == 204, status.text
+        assert status.headers.get("range") == "0-999"
+        rest = random_blob(2000)
+        response = patch_chunk(c, location, rest, 1000)
+        assert response.status_code == 202, response.text
+        whole = partial + rest
+        response = finish_upload(c, location_of(response), sha256(whole))
+        assert response.status_code == 201, response.text
+        assert_blob(c, name, sha256(whole), whole)
     assert "Traceback" not in fresh_registry.log()
