@@ -434,10 +434,7 @@ class S3Driver:
                 raise
             # Lost the race, or botocore retried a write whose answer was lost and S3 had
             # applied it: the stored record tells which.
-            try:
-                stored = self._load_state(full)
-            except KeyNotFound:  # sealed meanwhile by another request
-                raise KeyBusy(full) from None
+            stored = self._load_state(full)  # KeyNotFound: sealed meanwhile
             if stored is None:  # RGW answers 412 where AWS answers 404 for a missing key
                 raise KeyNotFound(full) from None
             if stored.dump() == body:
