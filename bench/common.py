@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -264,6 +264,7 @@ def run_guarded(body: Callable[[], None]) -> int:
         for server in list(_LIVE_SERVERS):
             with contextlib.suppress(Exception):
                 server.stop()
+        stop_rgws()  # not our children: nothing else would end them
     return 0
 
 
@@ -303,8 +304,182 @@ def write_report(output: Path, report: dict[str, Any], indent: int) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Added for bench/run.py: the benchmark targets (our server on the filesystem or on S3 in
-# a local moto_server, and Distribution), each deployed fresh into a work directory.
+# S3 servers: moto_server (bench/s3_throughput.py's Moto) and Ceph's RADOS Gateway (.ci/rgw)
+# --------------------------------------------------------------------------------------
+
+
+class S3Server(Protocol):
+    """What a benchmark needs of a local S3 server: where it is, how to sign for it, a fresh
+    bucket, and the processes whose CPU is the S3 server's."""
+
+    @property
+    def name(self) -> str: ...  # "moto" or "rgw"
+    @property
+    def url(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def access_key_id(self) -> str: ...
+    @property
+    def secret_access_key(self) -> str: ...
+    @property
+    def pids(self) -> list[int]: ...  # roots of the process trees counted as its CPU
+
+    def create_bucket(self) -> str: ...
+
+
+def s3_pids(s3: S3Server | None) -> list[int]:
+    """Every live process of the S3 server (its roots and their descendants); [] for none."""
+    return [] if s3 is None else [p for root in s3.pids for p in process_tree(root)]
+
+
+RGW_SCRIPT = REPO_ROOT / ".ci" / "rgw"
+RGW_PROGRAMS = ("radosgw", "ceph-mon", "ceph-osd", "radosgw-admin")
+RGW_DAEMONS = ("mon.a", "osd.0", "client.rgw")  # .ci/rgw writes DIR/run/<daemon>.pid
+
+
+def rgw_missing() -> str | None:
+    """Why RGW cannot run on this machine, or None if it can."""
+    if not RGW_SCRIPT.is_file():
+        return f"{RGW_SCRIPT} not found"
+    missing = [p for p in RGW_PROGRAMS if shutil.which(p) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (bash .ci/rgw install, as root)"
+    return None
+
+
+def rgw_version() -> str | None:
+    return run_quiet(["radosgw", "--version"]) if shutil.which("radosgw") else None
+
+
+@dataclass
+class Rgw:
+    """A single-node Ceph RADOS Gateway started by `.ci/rgw start DIR`: ceph-mon, one
+    ceph-osd keeping objects in RAM (memstore, 4 GiB) and radosgw on 127.0.0.1. The daemons
+    fork into the background (they are not our children and do not die with this script):
+    stop() or stop_rgws(), which run_guarded calls on the way out, ends them."""
+
+    state_dir: Path
+    url: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    pids: list[int] = field(default_factory=list)  # ceph-mon, ceph-osd, radosgw
+    name: str = "rgw"
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.url, region_name=self.region,
+                            aws_access_key_id=self.access_key_id,
+                            aws_secret_access_key=self.secret_access_key,
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def create_bucket(self) -> str:
+        bucket = f"bench-{os.urandom(6).hex()}"
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def remove_bucket(self, bucket: str) -> None:
+        """Delete the bucket with its objects and unfinished uploads, then run RGW's garbage
+        collection now: deleted data stays in memstore (RAM) until it runs, which it would do
+        only after `rgw_gc_obj_min_wait` (2 hours), and a run pushes more than 4 GiB."""
+        client = self.client()
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+                                              UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+        self.admin("gc", "process", "--include-all")
+
+    def admin(self, *argv: str) -> str:
+        """radosgw-admin on this instance; its output."""
+        cmd = ["radosgw-admin", "-c", str(self.state_dir / "ceph.conf"), *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} -> rc {done.returncode}: {done.stderr[-500:]}")
+        return done.stdout
+
+    def stop(self) -> None:
+        """`.ci/rgw stop DIR`: SIGKILL the daemons (memstore keeps nothing) and remove DIR."""
+        global _SHARED_RGW
+        if self in _LIVE_RGWS:
+            _LIVE_RGWS.remove(self)
+        if _SHARED_RGW is self:
+            _SHARED_RGW = None
+        done = subprocess.run(["bash", str(RGW_SCRIPT), "stop", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            log(f"rgw: stop {self.state_dir} failed: {done.stderr.strip()}")
+
+
+_LIVE_RGWS: list[Rgw] = []
+_SHARED_RGW: Rgw | None = None
+
+
+def start_rgw(state_dir: Path, timeout: float = 300) -> Rgw:
+    """Start RGW with its state in state_dir (created; must be empty or absent): endpoint,
+    region and credentials from DIR/env, the daemons' pids from DIR/run/*.pid; then check in
+    /proc that the daemons listen on loopback only."""
+    if (why := rgw_missing()) is not None:
+        raise RuntimeError(f"RGW cannot run: {why}")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    rgw = Rgw(state_dir.resolve())
+    _LIVE_RGWS.append(rgw)  # before starting: an interrupted start is cleaned up too
+    t0 = time.perf_counter()
+    done = subprocess.run(["bash", str(RGW_SCRIPT), "start", str(rgw.state_dir)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        rgw.stop()
+        raise RuntimeError(f"RGW did not start (rc {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
+    env: dict[str, str] = {}
+    for line in (read_text(str(rgw.state_dir / "env")) or "").splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key.strip()] = value.strip()
+    try:
+        rgw.url, rgw.region = env["RGW_ENDPOINT"], env["RGW_REGION"]
+        rgw.access_key_id = env["RGW_ACCESS_KEY_ID"]
+        rgw.secret_access_key = env["RGW_SECRET_ACCESS_KEY"]
+        rgw.pids = [int((rgw.state_dir / "run" / f"{d}.pid").read_text()) for d in RGW_DAEMONS]
+    except (KeyError, OSError, ValueError) as exc:
+        rgw.stop()
+        raise RuntimeError(f"RGW started but {rgw.state_dir} lacks {exc}") from None
+    daemons = [p for root in rgw.pids for p in process_tree(root)]
+    exposed = [a for a in listening_addresses(daemons)
+               if not (a[0] == "::1" or a[0].startswith(LOOPBACK))]
+    if exposed or not rgw.url.startswith("http://127."):
+        rgw.stop()
+        raise RuntimeError(f"RGW ({rgw.url}) listens on non-loopback addresses: {exposed}")
+    log(f"RGW up at {rgw.url} (region {rgw.region}, pids {rgw.pids}) "
+        f"in {time.perf_counter() - t0:.1f}s")
+    return rgw
+
+
+def shared_rgw(parent: Path) -> Rgw:
+    """The run's one RGW, started on first use with its state in parent/rgw; stop_rgws()
+    (run_guarded does) ends it. Targets get a fresh bucket on it, not a fresh RGW."""
+    global _SHARED_RGW
+    if _SHARED_RGW is None:
+        _SHARED_RGW = start_rgw(parent / "rgw")
+    return _SHARED_RGW
+
+
+def stop_rgws() -> None:
+    for rgw in list(_LIVE_RGWS):
+        with contextlib.suppress(Exception):
+            rgw.stop()
+
+
+# --------------------------------------------------------------------------------------
+# Added for bench/run.py: the benchmark targets (our server on the filesystem, or on S3 in
+# a local moto_server or Ceph RGW, and Distribution), each deployed fresh into a work directory.
 # --------------------------------------------------------------------------------------
 
 # Our server runs with a settings file, not REGISTRY_* variables (Server.start removes
@@ -328,12 +503,12 @@ driver = "s3"
 [storage.s3]
 bucket = "{bucket}"
 endpoint_url = "{endpoint}"
-region = "us-east-1"
+region = "{region}"
 addressing_style = "path"
 redirect = {redirect}
 part_size = {part_size}
-access_key_id = "testing"
-secret_access_key = "testing"
+access_key_id = "{access_key_id}"
+secret_access_key = "{secret_access_key}"
 """
 # Under `log:` in Distribution's config.yml: no access log and warnings only, because our
 # server logs no requests by default either (the same choice as listing.py).
@@ -342,8 +517,8 @@ DISTRIBUTION_QUIET_LOG = """\
   accesslog:
     disabled: true
 """
-TARGET_NAMES = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-granian", "ours-fs-nofsync",
-                "ours-fs-workers")
+TARGET_NAMES = ("ours-fs", "ours-s3", "ours-rgw", DISTRIBUTION, "ours-fs-granian",
+                "ours-fs-nofsync", "ours-fs-workers")
 DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-workers")
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 NOFSYNC_SETTINGS = """
@@ -360,9 +535,10 @@ workers = {WORKERS}
 
 @dataclass
 class Backing:
-    """What a target's storage needs besides a data dir: a moto_server and bucket for S3."""
+    """What a target's storage needs besides a data dir: for S3, the S3 server (moto_server
+    or RGW) and a bucket on it."""
 
-    moto: Any = None  # s3_throughput.Moto
+    s3: S3Server | None = None  # s3_throughput.Moto or Rgw
     bucket: str | None = None
 
 
@@ -375,16 +551,16 @@ class Deployment:
     streamed: Server | None = None
 
     @property
-    def moto_pid(self) -> int | None:
-        return None if self.backing.moto is None else int(self.backing.moto.pid)
+    def s3(self) -> S3Server | None:
+        return self.backing.s3
 
 
 @dataclass(frozen=True)
 class Target:
-    """One registry under test: `ours-fs`, `ours-s3` (moto_server), `distribution`,
-    `ours-fs-granian` (ours-fs served by Granian instead of uvicorn), `ours-fs-nofsync`
-    (ours-fs without fsync, like Distribution) or `ours-fs-workers` (ours-fs with one worker
-    process per core)."""
+    """One registry under test: `ours-fs`, `ours-s3` (moto_server), `ours-rgw` (Ceph RGW),
+    `distribution`, `ours-fs-granian` (ours-fs served by Granian instead of uvicorn),
+    `ours-fs-nofsync` (ours-fs without fsync, like Distribution) or `ours-fs-workers` (ours-fs
+    with one worker process per core)."""
 
     name: str
     python: str = sys.executable
@@ -397,7 +573,7 @@ class Target:
 
     @property
     def backend(self) -> str:
-        return "s3" if self.name == "ours-s3" else "filesystem"
+        return "s3" if self.name in ("ours-s3", "ours-rgw") else "filesystem"
 
     def describe(self) -> str:
         if self.kind == DISTRIBUTION:
@@ -405,7 +581,9 @@ class Target:
         if self.name.endswith("-granian"):
             return f"{self.python} bench/granian_serve.py --config <settings.toml> ({self.backend})"
         extra = (", fsync off" if self.name.endswith("-nofsync") else
-                 f", {WORKERS} workers" if self.name.endswith("-workers") else "")
+                 f", {WORKERS} workers" if self.name.endswith("-workers") else
+                 " on moto_server" if self.name == "ours-s3" else
+                 " on Ceph RGW (.ci/rgw)" if self.name == "ours-rgw" else "")
         return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{extra})"
 
     def version(self) -> str | None:
@@ -415,7 +593,20 @@ class Target:
 
     @contextlib.contextmanager
     def backing(self, workdir: Path) -> Iterator[Backing]:
-        """A fresh moto_server and bucket for ours-s3 (stopped on exit); nothing otherwise."""
+        """ours-s3: a fresh moto_server and bucket (stopped on exit). ours-rgw: a fresh bucket
+        on the run's one RGW (shared_rgw, started on first use with its state next to
+        workdir, in workdir's parent), deleted on exit. Nothing otherwise."""
+        if self.name == "ours-rgw":
+            rgw = shared_rgw(workdir.parent)
+            bucket = rgw.create_bucket()
+            try:
+                yield Backing(rgw, bucket)
+            finally:
+                try:
+                    rgw.remove_bucket(bucket)
+                except Exception as exc:  # the figures stand; RGW keeps the data in RAM
+                    log(f"rgw: could not remove bucket {bucket}: {exc}")
+            return
         if self.backend != "s3":
             yield Backing()
             return
@@ -444,10 +635,14 @@ class Target:
         if self.name.endswith("-workers"):
             settings += WORKERS_SETTINGS
         if self.backend == "s3":
-            moto = backing.moto
+            s3 = backing.s3
+            assert s3 is not None
             settings += OURS_BENCH_S3_SETTINGS.format(
                 bucket=backing.bucket,
-                endpoint=moto.url,
+                endpoint=s3.url,
+                region=s3.region,
+                access_key_id=s3.access_key_id,
+                secret_access_key=s3.secret_access_key,
                 redirect=str(redirect).lower(),
                 part_size=self.part_size,
             )

@@ -5,11 +5,12 @@ style (`push-monolithic`: POST then one PUT with the body; `push-chunked`: POST,
 16 MiB chunks, PUT ?digest=) a fresh server with empty storage takes `clients` pushes at
 once, each client on its own connection and into its own repository; when every push has
 answered, the same clients pull their blobs at once. On S3 the pull follows the 307 to
-moto_server (`pull`), and a second server on the same bucket with `redirect = false`
-serves `pull-streamed`.
+the S3 server, moto_server or RGW (`pull`), and a second server on the same bucket with
+`redirect = false` serves `pull-streamed`.
 
 Figures per phase: aggregate MB/s (all bytes over the wall time from the first request to
-the last response), the server's CPU seconds per GiB moved, moto_server's (S3), and the
+the last response), the server's CPU seconds per GiB moved, the S3 server's (moto_server;
+RGW: ceph-mon + ceph-osd + radosgw), and the
 server's peak RSS (VmHWM reset before the phase, summed over its process tree); the
 measurement is bench/s3_throughput.py's `measure`. The client is `HttpConn` from
 bench/manifests_rps.py on uvloop: one process, one thread, bodies sent from one reused
@@ -116,7 +117,7 @@ async def push(server: Server, repo: str, blob: Blob, chunk: int | None) -> None
 
 async def pull(server: Server, repo: str, blob: Blob,
                sink: Callable[[memoryview], None] | None = None) -> None:
-    """One client's pull, following one redirect (S3: a presigned URL on moto_server)."""
+    """One client's pull, following one redirect (S3: a presigned URL on the S3 server)."""
     host, port, _ = split_url(server.base_url, "/")
     conn = HttpConn(host, port)
     other: HttpConn | None = None
@@ -170,7 +171,8 @@ def record(sample: dict[str, Any], total: int) -> dict[str, Any]:
     gib = total / GiB
     sample["mb_per_s"] = total / MB / sample["seconds"]
     sample["cpu_s_per_gib"] = sample.pop("registry_cpu_s") / gib
-    sample["moto_cpu_s_per_gib"] = sample.pop("moto_cpu_s") / gib
+    s3_cpu = sample.pop("s3_server_cpu_s")  # moto_server, or RGW's daemons; None: no S3
+    sample["s3_server_cpu_s_per_gib"] = None if s3_cpu is None else s3_cpu / gib
     sample["bytes"] = total
     return sample
 
@@ -178,19 +180,20 @@ def record(sample: dict[str, Any], total: int) -> dict[str, Any]:
 def run_one(dep: Deployment, blobs: list[Blob], push_op: str, chunk: int, rnd: int,
             log_prefix: str) -> list[dict[str, Any]]:
     server = dep.server
-    moto = dep.backing.moto
+    s3 = dep.s3
     repos = [f"bench/c{i:02d}-r{rnd}-{os.urandom(2).hex()}" for i in range(len(blobs))]
     total = sum(b.size for b in blobs)
     size_chunk = None if push_op == "push-monolithic" else chunk
     samples = []
 
     def log_sample(op: str, s: dict[str, Any]) -> None:
-        moto_part = f"  moto {s['moto_cpu_s_per_gib']:5.2f}" if moto is not None else ""
+        s3_cpu = s["s3_server_cpu_s_per_gib"]
+        s3_part = f"  {s3.name} {s3_cpu:5.2f}" if s3 is not None and s3_cpu is not None else ""
         log(f"{log_prefix} {op:<16}{s['mb_per_s']:9.1f} MB/s  {s['cpu_s_per_gib']:6.2f} CPU s/GiB"
-            f"{moto_part}  {s['peak_rss_mib']:7.1f} MiB peak RSS  ({s['seconds']:.2f}s, "
+            f"{s3_part}  {s['peak_rss_mib']:7.1f} MiB peak RSS  ({s['seconds']:.2f}s, "
             f"slowest client {s['client_seconds_max']:.2f}s, client CPU {s['client_cpu_s']:.2f}s)")
 
-    s = record(measure(server, moto, phase(
+    s = record(measure(server, s3, phase(
         lambda: [push(server, r, b, size_chunk) for r, b in zip(repos, blobs, strict=True)]
     )), total)
     samples.append({**s, "op": push_op})
@@ -208,7 +211,7 @@ def run_one(dep: Deployment, blobs: list[Blob], push_op: str, chunk: int, rnd: i
         def coros(srv: Server = srv) -> list[Any]:
             return [pull(srv, r, b) for r, b in zip(repos, blobs, strict=True)]
 
-        s = record(measure(srv, moto, phase(coros)), total)
+        s = record(measure(srv, s3, phase(coros)), total)
         samples.append({**s, "op": op, "after": push_op})
         log_sample(op, s)
     return samples

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blob_throughput import cpu_seconds
-from common import Deployment, Target, log, process_tree
+from common import Deployment, S3Server, Target, log, process_tree, s3_pids
 
 T = TypeVar("T")
 
@@ -319,6 +319,7 @@ class LevelResult:
 async def run_level(
     base_url: str, op: str, clients: int, warmup: float, duration: float,
     tags: list[tuple[str, int]], mset: ManifestSet, label: str, server_pid: int,
+    s3: S3Server | None = None,
 ) -> dict[str, Any]:
     host, port, _ = split_url(base_url, "/")
     conns = [HttpConn(host, port, 64 * 1024) for _ in range(clients)]
@@ -368,9 +369,11 @@ async def run_level(
         await asyncio.sleep(max(0.0, start - loop.time()))
         pids = process_tree(server_pid)
         cpu0, client0, t0 = cpu_seconds(pids), time.process_time(), time.perf_counter()
+        s3_0 = cpu_seconds(s3_pids(s3))
         await asyncio.sleep(max(0.0, stop - loop.time()))
         cpu1, client1, t1 = (cpu_seconds(process_tree(server_pid)), time.process_time(),
                              time.perf_counter())
+        s3_1 = cpu_seconds(s3_pids(s3))
         await asyncio.gather(*tasks)
     finally:
         for t in tasks:
@@ -385,6 +388,9 @@ async def run_level(
         "p50_ms": statistics.median(lat) * 1000 if lat else None,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None,
         "server_cpu_ms_per_req": (cpu1 - cpu0) * 1000 / result.requests if lat else None,
+        # moto_server's, or RGW's ceph-mon + ceph-osd + radosgw; None without an S3 server
+        "s3_server_cpu_ms_per_req": ((s3_1 - s3_0) * 1000 / result.requests
+                                     if lat and s3 is not None else None),
         "client_cpu": (client1 - client0) / wall if wall > 0 else 0.0,
         "requests": result.requests,
         "errors": result.errors,
@@ -409,13 +415,15 @@ def measure_target(
             for clients in levels:
                 label = f"r{rnd}-{op}-c{clients}"
                 s = await run_level(dep.server.base_url, op, clients, warmup, duration, tags,
-                                    mset, label, dep.server.pid)
+                                    mset, label, dep.server.pid, dep.s3)
                 s["op"] = f"{op}-c{clients}"
                 samples.append(s)
                 err = f"  {s['errors']} errors: {s['first_error']}" if s["errors"] else ""
+                s3 = (f"  {dep.s3.name} {fmt(s['s3_server_cpu_ms_per_req'], 3)}"
+                      if dep.s3 is not None else "")
                 log(f"    {op:<4} x{clients:<3} {s['rps']:9.0f} req/s  p50 {fmt(s['p50_ms'])} ms"
                     f"  p99 {fmt(s['p99_ms'])} ms  server {fmt(s['server_cpu_ms_per_req'], 3)}"
-                    f" CPU ms/req  client {s['client_cpu']:.0%} of a core{err}")
+                    f"{s3} CPU ms/req  client {s['client_cpu']:.0%} of a core{err}")
 
     run_async(body())
     return samples

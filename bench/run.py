@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The benchmark suite: our registry (filesystem, and S3 on a local moto_server) next to
-CNCF Distribution 2.8 on the same machine, with the same clients, in interleaved rounds.
+"""The benchmark suite: our registry (filesystem, and S3 on a local moto_server or, with the
+`ours-rgw` target, Ceph RGW) next to CNCF Distribution 2.8 on the same machine, with the same
+clients, in interleaved rounds.
 
 Sections (`--only` picks some; see bench/README.md for what each measures):
 
@@ -20,6 +21,7 @@ the machine and the git commit, goes to bench/results/run-<UTC timestamp>.json.
     python bench/run.py                 # everything, full size (tens of minutes)
     python bench/run.py --quick         # small sizes, one round (about 2 minutes)
     python bench/run.py --only manifests,concurrency --rounds 1
+    python bench/run.py --only blobs,manifests --targets ours-fs,ours-s3,ours-rgw --rounds 1
 """
 
 from __future__ import annotations
@@ -66,11 +68,13 @@ from common import (
     git_commit,
     log,
     machine_info,
+    rgw_missing,
+    rgw_version,
     run_guarded,
     run_quiet,
     write_report,
 )
-from s3_throughput import measure
+from s3_throughput import measure, moto_missing
 
 SECTIONS = ("limits", "blobs", "concurrency", "manifests", "listing", "docker")
 MB = 1_000_000
@@ -144,18 +148,20 @@ def blob_sample(s: dict[str, Any], size: int) -> dict[str, Any]:
     gib = size / GiB
     s["mb_per_s"] = size / MB / s["seconds"]
     s["cpu_s_per_gib"] = s.pop("registry_cpu_s") / gib
-    s["moto_cpu_s_per_gib"] = s.pop("moto_cpu_s") / gib
+    s3_cpu = s.pop("s3_server_cpu_s")  # moto_server, or RGW's three daemons; None: no S3
+    s["s3_server_cpu_s_per_gib"] = None if s3_cpu is None else s3_cpu / gib
     s["client_cpu_s_per_gib"] = s.pop("client_cpu_s") / gib
-    # What the machine's cores allow when the client, the registry (and moto) share them: the
-    # rate if every core were busy all the time with this work.
-    busy = s["cpu_s_per_gib"] + s["moto_cpu_s_per_gib"] + s["client_cpu_s_per_gib"]
+    # What the machine's cores allow when the client, the registry (and the S3 server) share
+    # them: the rate if every core were busy all the time with this work.
+    busy = (s["cpu_s_per_gib"] + (s["s3_server_cpu_s_per_gib"] or 0.0)
+            + s["client_cpu_s_per_gib"])
     s["cpu_bound_mb_per_s"] = (os.cpu_count() or 1) * GiB / MB / busy if busy > 0 else None
     return s
 
 
 def one_blob(dep: Deployment, blob: Blob, push_op: str, rnd: int, rounds: int,
              name: str, workdir: Path, chunk: int) -> list[dict[str, Any]]:
-    server, moto = dep.server, dep.backing.moto
+    server, s3 = dep.server, dep.s3
     repo = f"bench/{push_op}-r{rnd}-{os.urandom(3).hex()}"
     fn = push_monolithic if push_op == "push-monolithic" else push_chunked
     out = []
@@ -163,24 +169,25 @@ def one_blob(dep: Deployment, blob: Blob, push_op: str, rnd: int, rounds: int,
     def keep(op: str, s: dict[str, Any]) -> None:
         s = blob_sample(s, blob.size)
         out.append({**s, "op": op})
-        moto_part = f"  moto {s['moto_cpu_s_per_gib']:5.2f}" if moto is not None else ""
+        s3_cpu = s["s3_server_cpu_s_per_gib"]
+        s3_part = f"  {s3.name} {s3_cpu:5.2f}" if s3 is not None and s3_cpu is not None else ""
         bound = s["cpu_bound_mb_per_s"]
         log(f"[blobs round {rnd}/{rounds}] {name:<12} {op:<16}{s['mb_per_s']:9.1f} MB/s"
-            f"  {s['cpu_s_per_gib']:6.2f} CPU s/GiB{moto_part}"
+            f"  {s['cpu_s_per_gib']:6.2f} CPU s/GiB{s3_part}"
             f"  client {s['client_cpu_s_per_gib']:5.2f}  {s['peak_rss_mib']:7.1f} MiB"
             f" peak RSS  ({s['seconds']:.2f}s; CPU-bound {bound or 0:.0f} MB/s)")
 
-    keep(push_op, measure(server, moto, lambda: fn(server, repo, blob, chunk, workdir)))
+    keep(push_op, measure(server, s3, lambda: fn(server, repo, blob, chunk, workdir)))
     check_blob(server, repo, blob)
     if rnd == 1:
         verify_pull(server, repo, blob)  # curl -L: on S3 through the presigned URL
         if dep.streamed is not None:
             verify_pull(dep.streamed, repo, blob)
     os.sync()
-    keep("pull", measure(server, moto, lambda: pull(server, repo, blob, chunk, workdir)))
+    keep("pull", measure(server, s3, lambda: pull(server, repo, blob, chunk, workdir)))
     if (streamed := dep.streamed) is not None:
         keep("pull-streamed",
-             measure(streamed, moto, lambda: pull(streamed, repo, blob, chunk, workdir)))
+             measure(streamed, s3, lambda: pull(streamed, repo, blob, chunk, workdir)))
     return out
 
 
@@ -267,6 +274,7 @@ SECTION_FUNCS: dict[str, Callable[[Context], tuple[list[dict[str, Any]], dict[st
 HIGHER, LOWER = "higher", "lower"
 BLOB_OPS = ("push-monolithic", "push-chunked", "pull", "pull-streamed")
 BLOB_METRICS = (("mb_per_s", "MB/s", HIGHER), ("cpu_s_per_gib", "CPU s/GiB", LOWER),
+                ("s3_server_cpu_s_per_gib", "S3 server CPU s/GiB", LOWER),
                 ("peak_rss_mib", "peak RSS MiB", LOWER))
 
 
@@ -323,13 +331,15 @@ def check(group: str, what: str, value: float | None, reference: float | None, b
 
 def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[str, Any]]:
     """The targets of issue 10 as PASS/MISS checks. `fs`: ours-fs, like for like with
-    Distribution's filesystem storage; `s3`: ours-s3, informative (moto does the work)."""
+    Distribution's filesystem storage; `s3`: ours-s3, informative (moto does the work); `rgw`:
+    ours-rgw, informative (RGW shares the cores)."""
     checks: list[dict[str, Any] | None] = []
     limits = summaries.get("limits", {})
     sha = median(limits, "sha256", "machine", "mb_per_s")
     sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
-    for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-fs-granian", "granian"),
-                        ("ours-fs-nofsync", "nofsync"), ("ours-fs-workers", "workers")):
+    for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-rgw", "rgw"),
+                        ("ours-fs-granian", "granian"), ("ours-fs-nofsync", "nofsync"),
+                        ("ours-fs-workers", "workers")):
         for section, summary in summaries.items():
             for op, metric, label, better in rows_for(section, levels):
                 ref_op = "pull" if op == "pull-streamed" else op
@@ -407,24 +417,26 @@ def format_tables(report: dict[str, Any]) -> str:
         lines.append("")
     checks = report.get("checks", [])
     if checks:
-        lines.append("== targets (issue 10): PASS/MISS; `s3` rows are informative (moto-bound)")
+        lines.append("== targets (issue 10): PASS/MISS; `s3` and `rgw` rows are informative "
+                     "(the S3 server shares the cores)")
         absolute = [c for c in checks if "Distribution's" not in c["what"] or "headline" in
                     c["what"]]
         for c in absolute:
             if c["group"] == "fs":
                 lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
                              f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
-        for group in ("fs", "workers", "nofsync", "granian", "s3"):
+        for group in ("fs", "workers", "nofsync", "granian", "s3", "rgw"):
             rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
                    and "headline" not in c["what"]]
             if rel:
                 misses = [c["what"].split(" >=")[0].split(" <=")[0] for c in rel if not c["pass"]]
                 lines.append(f"   [{group}] every figure at least Distribution's: "
                              f"{len(rel) - len(misses)}/{len(rel)} PASS"
-                             + (f"; MISS: {', '.join(misses)}" if misses and group != "s3"
-                                else ""))
+                             + (f"; MISS: {', '.join(misses)}"
+                                if misses and group not in ("s3", "rgw") else ""))
         for group, name in (("workers", "ours-fs-workers"), ("nofsync", "ours-fs-nofsync"),
-                            ("granian", "ours-fs-granian"), ("s3", "ours-s3")):
+                            ("granian", "ours-fs-granian"), ("s3", "ours-s3"),
+                            ("rgw", "ours-rgw")):
             others = [c for c in absolute if c["group"] == group]
             if others:
                 passed = sum(c["pass"] for c in others)
@@ -449,7 +461,7 @@ def describe_section(section: str, report: dict[str, Any]) -> str:
         return (f"{info.get('duration_s')} s per level after {info.get('warmup_s')} s warm-up,"
                 f" {med}")
     if section == "listing":
-        s3 = f" (ours-s3: {info.get('entries_s3')})" if info.get("entries_s3") != info.get(
+        s3 = f" (S3 targets: {info.get('entries_s3')})" if info.get("entries_s3") != info.get(
             "entries") else ""
         return (f"{info.get('entries')} tags and repositories{s3}, page n={info.get('page')},"
                 " medians of one run each")
@@ -506,11 +518,10 @@ def preflight(args: argparse.Namespace) -> None:
         raise SystemExit("curl not found")
     if DISTRIBUTION in args.targets and shutil.which(args.distribution_bin) is None:
         raise SystemExit(f"{args.distribution_bin} not found (apt-get install -y docker-registry)")
-    if "ours-s3" in args.targets and not shutil.which("moto_server"):
-        try:
-            import moto.server  # noqa: F401
-        except ImportError:
-            raise SystemExit("moto_server not found (pip install 'moto[server]')") from None
+    if "ours-s3" in args.targets and (why := moto_missing()) is not None:
+        raise SystemExit(f"ours-s3: {why}")
+    if "ours-rgw" in args.targets and (why := rgw_missing()) is not None:
+        raise SystemExit(f"ours-rgw: {why}")
     if "listing" in args.only:
         try:
             import httpx  # noqa: F401
@@ -546,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             {}, curl=run_quiet(["curl", "--version"]),
             moto=run_quiet([py, "-c", "import moto; print(moto.__version__)"]),
             docker=run_quiet(["docker", "--version"]),
+            ceph=rgw_version() if "ours-rgw" in args.targets else None,
             tmp_filesystem=tmp_filesystem(base)),
         "targets": {t.name: {"cmd": t.describe(), "version": t.version()} for t in targets},
         "git_commit": git_commit(),

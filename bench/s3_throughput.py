@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
-"""Blob throughput of our registry on S3 (a local ``moto_server``) next to the filesystem driver.
+"""Blob throughput of our registry on S3 (moto_server, and Ceph's RADOS Gateway) next to the
+filesystem driver.
 
 The same random blob is pushed (one monolithic ``PUT``, and ``PATCH`` chunks of 16 MiB) and
-pulled with the same client, ``curl``, on both drivers. On S3 the blob is pulled twice: with
-``curl -L`` following the registry's 307 to a presigned URL (the bytes come from moto), and
-through a second registry on the same bucket with ``storage.s3.redirect = false`` (the bytes
-stream through the registry). For every operation the script records MB/s, the registry's
-CPU seconds per GiB, moto_server's CPU seconds per GiB (it shares the machine's cores, and on
-S3 it does most of the work), and the registry's peak RSS. Medians over ``--rounds``.
+pulled with the same client, ``curl``, on every store. On S3 the blob is pulled twice: with
+``curl -L`` following the registry's 307 to a presigned URL (the bytes come from the S3
+server), and through a second registry on the same bucket with ``storage.s3.redirect = false``
+(the bytes stream through the registry). For every operation the script records MB/s, the
+registry's CPU seconds per GiB, the S3 server's CPU seconds per GiB (it shares the machine's
+cores, and on S3 it does much of the work) and the registry's peak RSS. Medians over
+``--rounds``.
 
-    python bench/s3_throughput.py                    # 256 MiB blob, 3 rounds (~1 min)
+    python bench/s3_throughput.py                    # 256 MiB blob, 3 rounds, every store
     python bench/s3_throughput.py --size 64M --rounds 1
-    python bench/s3_throughput.py --only s3
+    python bench/s3_throughput.py --stores fs,rgw
 
-moto_server is CPU-bound and keeps objects in spooled temporary files, so its figures are those
-of a local S3 emulator, not of S3: use them to see where the registry's own cost goes (its CPU
-per GiB) and what redirects save, not to predict S3 throughput. Every push gets a fresh
-moto_server and bucket (or a fresh data directory), so nothing is deduplicated.
+The stores (``--stores``, default: every one available on this machine):
 
-Needs Linux (/proc), curl, moto_server (``pip install 'moto[server]'``) and our server's
-dependencies; servers, machine info and the JSON report come from bench/common.py, and the
-blob, curl and /proc helpers from bench/blob_throughput.py.
+- ``fs``: the filesystem driver, a fresh data directory per push;
+- ``moto``: a local ``moto_server``, fresh (server and bucket) per push. It is a CPU-bound
+  Python emulator keeping objects in spooled temporary files: its figures show where the
+  registry's own cost goes (its CPU per GiB) and what redirects save, not S3 throughput;
+- ``rgw``: a single-node Ceph RADOS Gateway started once per run by ``.ci/rgw`` (ceph-mon,
+  one ceph-osd on memstore, radosgw), a fresh bucket per push, deleted afterwards. A real S3
+  implementation, but objects live in RAM, there is one OSD and no network, and its three
+  daemons share the cores with the registry and curl; its CPU is theirs summed.
+
+Needs Linux (/proc), curl, moto_server (``pip install 'moto[server]'``) for ``moto``, the
+Ceph packages (``bash .ci/rgw install``) for ``rgw``, and our server's dependencies; servers,
+RGW, machine info and the JSON report come from bench/common.py, and the blob, curl and
+/proc helpers from bench/blob_throughput.py.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ from common import (
     OURS_BENCH_SETTINGS,
     RESULTS_DIR,
     RegistrySpec,
+    S3Server,
     Server,
     _die_with_parent,
     git_commit,
@@ -77,27 +87,29 @@ from common import (
     machine_info,
     process_tree,
     read_text,
+    rgw_missing,
+    rgw_version,
     run_guarded,
     run_quiet,
+    s3_pids,
+    start_rgw,
+    stop_rgws,
     write_report,
 )
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"  # moto accepts any credentials
-BACKENDS = ("filesystem", "s3")
-# (backend, op) rows of the table, in order
-ROWS = (
-    ("filesystem", "push-monolithic"),
-    ("filesystem", "push-chunked"),
-    ("filesystem", "pull"),
-    ("s3", "push-monolithic"),
-    ("s3", "push-chunked"),
-    ("s3", "pull-redirect"),
-    ("s3", "pull-streamed"),
-)
-METRICS = ("mb_per_s", "registry_cpu_s_per_gib", "moto_cpu_s_per_gib", "total_cpu_s_per_gib",
-           "peak_rss_mib")
+STORES = ("fs", "moto", "rgw")
+S3_STORES = ("moto", "rgw")
+FS_OPS = ("push-monolithic", "push-chunked", "pull")
+S3_OPS = ("push-monolithic", "push-chunked", "pull-redirect", "pull-streamed")
+# (store, op) rows of the table, in order
+ROWS = tuple((store, op) for store in STORES for op in (FS_OPS if store == "fs" else S3_OPS))
+METRICS = ("mb_per_s", "registry_cpu_s_per_gib", "s3_server_cpu_s_per_gib",
+           "total_cpu_s_per_gib", "peak_rss_mib")
 
+# Pushes create their repository, and no scheduled GC or lifecycle run competes.
+FS_CONFIG = "# Written by bench/s3_throughput.py\n" + OURS_BENCH_SETTINGS.split("\n", 1)[1]
 S3_CONFIG = """\
 # Written by bench/s3_throughput.py
 [storage]
@@ -111,9 +123,9 @@ addressing_style = "path"
 redirect = {redirect}
 part_size = {part_size}
 access_key_id = "{key}"
-secret_access_key = "{key}"
+secret_access_key = "{secret}"
 
-""" + OURS_BENCH_SETTINGS.split("\n", 1)[1]  # pushes create repositories, no schedules
+""" + OURS_BENCH_SETTINGS.split("\n", 1)[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -123,9 +135,15 @@ secret_access_key = "{key}"
 
 @dataclass
 class Moto:
+    """A moto_server process (common.S3Server)."""
+
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    name: str = "moto"
+    region: str = REGION
+    access_key_id: str = ACCESS_KEY
+    secret_access_key: str = ACCESS_KEY
 
     @property
     def url(self) -> str:
@@ -134,6 +152,10 @@ class Moto:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
 
     def create_bucket(self) -> str:
         import boto3
@@ -199,25 +221,31 @@ def start_moto(workdir: Path) -> Moto:
 # --------------------------------------------------------------------------------------
 
 
-def ours_argv(python: str, config: bool) -> list[str]:
-    argv = [python.replace("{", "{{").replace("}", "}}"), "-m", "registry", "serve",
-            "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}"]
-    return [*argv, "--config", "{config}"] if config else argv
+def ours_argv(python: str) -> list[str]:
+    return [python.replace("{", "{{").replace("}", "}}"), "-m", "registry", "serve",
+            "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}",
+            "--config", "{config}"]
 
 
 def filesystem_spec(python: str) -> RegistrySpec:
-    return RegistrySpec("filesystem", ours_argv(python, False),
-                        "registry serve --data-dir <fresh dir> (filesystem, fsync on)")
+    return RegistrySpec("fs", ours_argv(python),
+                        "registry serve --data-dir <fresh dir> (filesystem, fsync on)",
+                        config=FS_CONFIG)
 
 
-def s3_spec(python: str, moto: Moto, bucket: str, redirect: bool, part_size: int) -> RegistrySpec:
-    config = S3_CONFIG.format(bucket=bucket, endpoint=moto.url, region=REGION,
-                              redirect=str(redirect).lower(), part_size=part_size, key=ACCESS_KEY)
-    # launch() formats the config with {root} and {port}: escape nothing else (none present)
-    name = "s3" if redirect else "s3-noredirect"
-    return RegistrySpec(name, ours_argv(python, True),
-                        f"registry serve --config <s3 on moto, redirect={str(redirect).lower()}>",
-                        config=config)
+def s3_spec(python: str, s3: S3Server, bucket: str, redirect: bool,
+            part_size: int) -> RegistrySpec:
+    # launch() formats the config again with {root} and {port}: braces in values doubled
+    def esc(v: str) -> str:
+        return v.replace("{", "{{").replace("}", "}}")
+
+    config = S3_CONFIG.format(bucket=esc(bucket), endpoint=esc(s3.url), region=esc(s3.region),
+                              redirect=str(redirect).lower(), part_size=part_size,
+                              key=esc(s3.access_key_id), secret=esc(s3.secret_access_key))
+    name = s3.name if redirect else f"{s3.name}-streamed"
+    return RegistrySpec(name, ours_argv(python),
+                        f"registry serve --config <s3 on {s3.name}, "
+                        f"redirect={str(redirect).lower()}>", config=config)
 
 
 # --------------------------------------------------------------------------------------
@@ -270,16 +298,16 @@ def push_chunked_curl(server: Server, repo: str, blob: Blob, chunks: list[tuple[
 # --------------------------------------------------------------------------------------
 
 
-def measure(server: Server, moto: Moto | None,
+def measure(server: Server, s3: S3Server | None,
             fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run fn(); wall time, CPU of the registry's and moto's process trees and of the client
-    (curl, which has exited by then, plus this process for the http.client pushes), registry
-    peak RSS."""
+    """Run fn(); wall time, CPU of the registry's process tree, of the S3 server's (moto_server;
+    RGW: ceph-mon + ceph-osd + radosgw; None without one) and of the client (curl, which has
+    exited by then, plus this process for the http.client pushes), registry peak RSS."""
     pids = process_tree(server.pid)
     hwm_reset = reset_peak_rss(pids)
     monitor = TreeMonitor(server.pid)
     cpu0 = cpu_seconds(pids)
-    moto0 = cpu_seconds(process_tree(moto.pid)) if moto else 0.0
+    s3_0 = cpu_seconds(s3_pids(s3))
     client0 = client_cpu_seconds()
     monitor.start()
     t0 = time.perf_counter()
@@ -287,11 +315,12 @@ def measure(server: Server, moto: Moto | None,
         info = fn()
         elapsed = time.perf_counter() - t0
         cpu1 = cpu_seconds(process_tree(server.pid))
-        moto1 = cpu_seconds(process_tree(moto.pid)) if moto else 0.0
+        s3_1 = cpu_seconds(s3_pids(s3))
     finally:
         monitor.stop()
     hwm_mib = sum(monitor.hwm_kib.values()) / KiB
-    return {"seconds": elapsed, "registry_cpu_s": cpu1 - cpu0, "moto_cpu_s": moto1 - moto0,
+    return {"seconds": elapsed, "registry_cpu_s": cpu1 - cpu0,
+            "s3_server_cpu_s": None if s3 is None else s3_1 - s3_0,
             "client_cpu_s": client_cpu_seconds() - client0,
             "peak_rss_mib": hwm_mib if hwm_reset else monitor.peak_rss_sampled_kib / KiB,
             **info}
@@ -299,10 +328,11 @@ def measure(server: Server, moto: Moto | None,
 
 def finish(sample: dict[str, Any], size: int) -> dict[str, Any]:
     gib = size / GiB
+    s3_cpu = sample["s3_server_cpu_s"]
     sample["mb_per_s"] = size / MB / sample["seconds"]
     sample["registry_cpu_s_per_gib"] = sample["registry_cpu_s"] / gib
-    sample["moto_cpu_s_per_gib"] = sample["moto_cpu_s"] / gib
-    sample["total_cpu_s_per_gib"] = (sample["registry_cpu_s"] + sample["moto_cpu_s"]) / gib
+    sample["s3_server_cpu_s_per_gib"] = None if s3_cpu is None else s3_cpu / gib
+    sample["total_cpu_s_per_gib"] = (sample["registry_cpu_s"] + (s3_cpu or 0.0)) / gib
     return sample
 
 
@@ -314,21 +344,35 @@ def run_benchmark(args: argparse.Namespace, base: Path, result: dict[str, Any]) 
     log(f"  {blob.digest} ({time.perf_counter() - t:.1f}s)")
     samples: list[dict[str, Any]] = []
     result.update(blob={"size": blob.size, "digest": blob.digest}, samples=samples)
-    backends = [b for b in BACKENDS if args.only in (None, b)]
+    rgw = start_rgw(base / "rgw") if "rgw" in args.stores else None  # once per run (~2 s)
 
     for rnd in range(1, args.rounds + 1):
-        order = backends if rnd % 2 else backends[::-1]
-        for backend in order:
+        order = args.stores if rnd % 2 else args.stores[::-1]
+        for store in order:
             for push_op in ("push-monolithic", "push-chunked"):
-                # Fresh data dir, or fresh moto_server and bucket: nothing to deduplicate.
+                # Fresh data dir, fresh moto_server and bucket, or fresh bucket on RGW:
+                # nothing to deduplicate.
                 run = Run(args, blob, chunks, rnd, push_op, samples,
-                          workdir=base / f"{backend}-r{rnd}-{push_op}",
+                          workdir=base / f"{store}-r{rnd}-{push_op}",
                           repo=f"bench/{push_op}-r{rnd}-{os.urandom(3).hex()}")
-                if backend == "filesystem":
+                if store == "fs":
                     run.filesystem()
+                elif store == "moto":
+                    moto = start_moto(run.workdir / "moto")
+                    try:
+                        run.s3(moto, moto.create_bucket())
+                    finally:
+                        moto.stop()
                 else:
-                    run.s3()
+                    assert rgw is not None
+                    bucket = rgw.create_bucket()
+                    try:
+                        run.s3(rgw, bucket)
+                    finally:
+                        rgw.remove_bucket(bucket)  # and free its RAM (RGW's GC, now)
                 shutil.rmtree(run.workdir, ignore_errors=True)
+    if rgw is not None:
+        rgw.stop()
 
 
 @dataclass
@@ -354,52 +398,51 @@ class Run:
         info = pull(server, self.repo, self.blob, self.args.chunk_size, self.workdir)
         return {**info, "after": self.push_op}
 
-    def record(self, backend: str, op: str, sample: dict[str, Any]) -> None:
+    def record(self, store: str, op: str, sample: dict[str, Any]) -> None:
         sample = finish(sample, self.blob.size)
-        sample.update(backend=backend, op=op, round=self.round)
+        sample.update(store=store, backend="filesystem" if store == "fs" else "s3", op=op,
+                      round=self.round)
         self.samples.append(sample)
-        log(f"[round {self.round}/{self.args.rounds}] {backend:<10} {op:<16}"
+        s3_cpu = sample["s3_server_cpu_s_per_gib"]
+        s3_part = "" if s3_cpu is None else f"  {store} {s3_cpu:5.2f}"
+        log(f"[round {self.round}/{self.args.rounds}] {store:<5} {op:<16}"
             f"{sample['mb_per_s']:8.1f} MB/s"
-            f"  registry {sample['registry_cpu_s_per_gib']:5.2f}"
-            f"  moto {sample['moto_cpu_s_per_gib']:5.2f} CPU s/GiB"
+            f"  registry {sample['registry_cpu_s_per_gib']:5.2f}{s3_part} CPU s/GiB"
             f"  {sample['peak_rss_mib']:6.1f} MiB  ({sample['seconds']:.2f}s)")
 
     def filesystem(self) -> None:
         server = filesystem_spec(self.args.python).launch(self.workdir)
         try:
-            self.record("filesystem", self.push_op,
+            self.record("fs", self.push_op,
                         measure(server, None, functools.partial(self.push, server)))
             check_blob(server, self.repo, self.blob)
             if self.round == 1:
                 verify_pull(server, self.repo, self.blob)
             os.sync()  # this push's dirty pages are not written back during the pull
-            self.record("filesystem", "pull",
-                        measure(server, None, functools.partial(self.pull, server)))
+            self.record("fs", "pull", measure(server, None, functools.partial(self.pull, server)))
         finally:
             server.stop()
 
-    def s3(self) -> None:
+    def s3(self, s3: S3Server, bucket: str) -> None:
         """Registry `a` (redirects) takes the push and the redirected pull; registry `b` on
         the same bucket (redirect = false) streams the blob through itself."""
-        moto = start_moto(self.workdir / "moto")
         servers: list[Server] = []
+        store = s3.name
         try:
-            bucket = moto.create_bucket()
             for redirect, name in ((True, "redirect"), (False, "streamed")):
-                spec = s3_spec(self.args.python, moto, bucket, redirect, self.args.part_size)
+                spec = s3_spec(self.args.python, s3, bucket, redirect, self.args.part_size)
                 servers.append(spec.launch(self.workdir / name))
             a, b = servers
-            self.record("s3", self.push_op, measure(a, moto, functools.partial(self.push, a)))
+            self.record(store, self.push_op, measure(a, s3, functools.partial(self.push, a)))
             check_blob(a, self.repo, self.blob)
             if self.round == 1:
                 verify_pull(a, self.repo, self.blob)  # follows the redirect
                 verify_pull(b, self.repo, self.blob)  # through the registry
-            self.record("s3", "pull-redirect", measure(a, moto, functools.partial(self.pull, a)))
-            self.record("s3", "pull-streamed", measure(b, moto, functools.partial(self.pull, b)))
+            self.record(store, "pull-redirect", measure(a, s3, functools.partial(self.pull, a)))
+            self.record(store, "pull-streamed", measure(b, s3, functools.partial(self.pull, b)))
         finally:
             for server in servers:
                 server.stop()
-            moto.stop()
 
 
 # --------------------------------------------------------------------------------------
@@ -408,37 +451,41 @@ class Run:
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """{store: {op: {metric: {median, min, max}, "n"}}}, and ratio_over_fs.{store}.{op}."""
     summary: dict[str, Any] = {}
-    for backend, op in ROWS:
-        rows = [s for s in samples if s["backend"] == backend and s["op"] == op]
+    for store, op in ROWS:
+        rows = [s for s in samples if s["store"] == store and s["op"] == op]
         if not rows:
             continue
         entry: dict[str, Any] = {"n": len(rows)}
         for metric in (*METRICS, "seconds"):
-            values = [r[metric] for r in rows]
-            entry[metric] = {"median": statistics.median(values), "min": min(values),
-                             "max": max(values)}
-        summary.setdefault(backend, {})[op] = entry
-    for op in ("push-monolithic", "push-chunked"):
-        fs, s3 = summary.get("filesystem", {}).get(op), summary.get("s3", {}).get(op)
-        if fs and s3:
-            summary.setdefault("ratio_s3_over_filesystem", {})[op] = {
-                m: (s3[m]["median"] / fs[m]["median"] if fs[m]["median"] else None)
-                for m in ("mb_per_s", "registry_cpu_s_per_gib")}
+            values = [r[metric] for r in rows if r[metric] is not None]
+            if values:
+                entry[metric] = {"median": statistics.median(values), "min": min(values),
+                                 "max": max(values)}
+        summary.setdefault(store, {})[op] = entry
+    for store in S3_STORES:
+        for op in ("push-monolithic", "push-chunked"):
+            fs, s3 = summary.get("fs", {}).get(op), summary.get(store, {}).get(op)
+            if fs and s3:
+                summary.setdefault("ratio_over_fs", {}).setdefault(store, {})[op] = {
+                    m: (s3[m]["median"] / fs[m]["median"] if fs[m]["median"] else None)
+                    for m in ("mb_per_s", "registry_cpu_s_per_gib")}
     return summary
 
 
 def format_table(summary: dict[str, Any], size: int, rounds: int) -> str:
-    head = ("backend", "operation", "MB/s", "registry CPU s/GiB", "moto CPU s/GiB",
+    head = ("store", "operation", "MB/s", "registry CPU s/GiB", "S3 server CPU s/GiB",
             "total CPU s/GiB", "registry peak RSS MiB")
     rows: list[tuple[str, ...]] = []
-    for backend, op in ROWS:
-        m = summary.get(backend, {}).get(op)
+    for store, op in ROWS:
+        m = summary.get(store, {}).get(op)
         if m is None:
             continue
-        moto = "-" if backend == "filesystem" else f"{m['moto_cpu_s_per_gib']['median']:.2f}"
-        rows.append((backend, op, f"{m['mb_per_s']['median']:.1f}",
-                     f"{m['registry_cpu_s_per_gib']['median']:.2f}", moto,
+        s3 = m.get("s3_server_cpu_s_per_gib")
+        rows.append((store, op, f"{m['mb_per_s']['median']:.1f}",
+                     f"{m['registry_cpu_s_per_gib']['median']:.2f}",
+                     "-" if s3 is None else f"{s3['median']:.2f}",
                      f"{m['total_cpu_s_per_gib']['median']:.2f}",
                      f"{m['peak_rss_mib']['median']:.1f}"))
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
@@ -447,8 +494,9 @@ def format_table(summary: dict[str, Any], size: int, rounds: int) -> str:
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
-    out = [f"S3 (moto_server) vs filesystem: {fmt_size(size)} blob, medians of {rounds} "
-           "round(s) (pulls: 2 per round); MB = 10^6 bytes", line(head)]
+    out = [f"S3 (moto_server, Ceph RGW) vs filesystem: {fmt_size(size)} blob, medians of "
+           f"{rounds} round(s) (pulls: 2 per round); MB = 10^6 bytes; S3 server CPU: "
+           "moto_server, or ceph-mon + ceph-osd + radosgw", line(head)]
     prev = None
     for r in rows:
         if prev is not None and r[0] != prev:
@@ -463,21 +511,44 @@ def format_table(summary: dict[str, Any], size: int, rounds: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def moto_missing() -> str | None:
+    """Why moto_server cannot run here, or None if it can."""
+    if shutil.which("moto_server"):
+        return None
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        return "moto_server not found (pip install 'moto[server]')"
+    return None
+
+
+def parse_stores(text: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in STORES]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"unknown store(s) {bad}; choose from {','.join(STORES)}")
+    return [x for x in STORES if x in items]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Blob push/pull throughput of our registry: S3 (moto_server) vs filesystem.",
+        description="Blob push/pull throughput of our registry: S3 (moto_server, Ceph RGW) vs "
+                    "filesystem.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--size", type=parse_size, default="256MiB",
                    help="blob size; K/M/G are binary (moto_server is CPU-bound: keep it modest)")
     p.add_argument("--rounds", type=int, default=3, help="rounds (medians are reported)")
-    p.add_argument("--only", choices=BACKENDS, help="benchmark one storage driver only")
+    p.add_argument("--stores", type=parse_stores, default=None,
+                   help="stores, comma-separated, from fs,moto,rgw (default: every one "
+                        "available here; moto or rgw missing is skipped with a message)")
     p.add_argument("--chunk-size", type=parse_size, default="16MiB",
                    help="PATCH size for the chunked push")
     p.add_argument("--part-size", type=parse_size, default="16MiB",
                    help="storage.s3.part_size of the S3 registries")
     p.add_argument("--python", default=sys.executable, help="python that runs our server")
     p.add_argument("--tmp-dir", type=Path, default=None,
-                   help="blob, chunks, data dirs and moto's spool; default: $TMPDIR or /tmp")
+                   help="blob, chunks, data dirs, moto's spool and RGW's state; "
+                        "default: $TMPDIR or /tmp")
     p.add_argument("--output", type=Path, default=None,
                    help="JSON results path (default: bench/results/s3_throughput-<timestamp>.json)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs)")
@@ -489,15 +560,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def choose_stores(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The stores to measure and the skipped ones with why. A store asked for by --stores that
+    cannot run is an error; one that is merely available by default is skipped."""
+    missing = {"moto": moto_missing(), "rgw": rgw_missing()}
+    if args.stores is not None:
+        for store in args.stores:
+            if (why := missing.get(store)) is not None:
+                raise SystemExit(f"{store}: {why}")
+        return args.stores, {}
+    skipped = {s: why for s, why in missing.items() if why is not None}
+    for store, why in skipped.items():
+        log(f"{store}: skipped: {why}")
+    return [s for s in STORES if s not in skipped], skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("curl") is None:
         raise SystemExit("curl not found")
-    if args.only != "filesystem" and not shutil.which("moto_server"):
-        try:
-            import moto.server  # noqa: F401
-        except ImportError:
-            raise SystemExit("moto_server not found (pip install 'moto[server]')") from None
+    args.stores, skipped = choose_stores(args)
+    if "rgw" in args.stores and args.size > 1536 * MiB:
+        # memstore holds the bucket in RAM, capped at 4 GiB (.ci/rgw): the object, its upload
+        # parts until they are deleted, and the OSD refuses writes when nearly full
+        raise SystemExit("rgw: --size at most 1.5 GiB (RGW's memstore holds 4 GiB)")
     base = Path(tempfile.mkdtemp(prefix="s3-bench-", dir=args.tmp_dir)).resolve()
     # blob + chunk copy + a data dir or moto's spool (parts, object, copy) + slack
     need = args.size * 6 + 256 * MiB
@@ -509,27 +595,32 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS_DIR / f"s3_throughput-{started:%Y%m%dT%H%M%SZ}.json"
     moto_version = run_quiet([args.python, "-c", "import moto; print(moto.__version__)"])
     boto_version = run_quiet([args.python, "-c", "import botocore; print(botocore.__version__)"])
+    servers = {"fs": shlex.join(ours_argv(args.python)) + "  (config: FS_CONFIG)"}
+    for store in S3_STORES:
+        servers[store] = (shlex.join(ours_argv(args.python)) + f"  (config: S3_CONFIG on {store}"
+                          ", redirect=true for push and pull-redirect, false for pull-streamed)")
+    servers["moto_server"] = shlex.join([*moto_command(), "-H", "127.0.0.1", "-p", "<port>"])
+    servers["rgw_server"] = ("bash .ci/rgw start <dir>: ceph-mon, ceph-osd (memstore), radosgw "
+                             "(beast) on 127.0.0.1, one per run, a fresh bucket per push")
     report: dict[str, Any] = {
         "benchmark": "s3_throughput",
         "started": started.isoformat(),
         "complete": False,
-        "args": {"size": args.size, "rounds": args.rounds, "only": args.only,
-                 "chunk_size": args.chunk_size, "part_size": args.part_size,
-                 "python": args.python},
+        "args": {"size": args.size, "rounds": args.rounds, "stores": args.stores,
+                 "skipped": skipped, "chunk_size": args.chunk_size,
+                 "part_size": args.part_size, "python": args.python},
         "machine": machine_info({}, curl=run_quiet(["curl", "--version"]), moto=moto_version,
-                                botocore=boto_version, tmp_filesystem=tmp_filesystem(base)),
-        "servers": {
-            "filesystem": shlex.join(ours_argv(args.python, False)),
-            "s3": shlex.join(ours_argv(args.python, True)) + "  (config: S3_CONFIG, "
-                  "redirect=true for push and pull-redirect, false for pull-streamed)",
-            "moto": shlex.join([*moto_command(), "-H", "127.0.0.1", "-p", "<port>"]),
-        },
+                                botocore=boto_version, ceph=rgw_version(),
+                                tmp_filesystem=tmp_filesystem(base)),
+        "servers": servers,
         "git_commit": git_commit(),
         "units": {
             "mb_per_s": "10^6 bytes/s",
             "registry_cpu_s_per_gib": "registry CPU seconds (user+sys, process tree) per 2^30 B",
-            "moto_cpu_s_per_gib": "moto_server CPU seconds (user+sys, process tree) per 2^30 B",
-            "total_cpu_s_per_gib": "registry + moto_server",
+            "s3_server_cpu_s_per_gib": "S3 server CPU seconds (user+sys) per 2^30 B: "
+                                       "moto_server's process tree, or RGW's ceph-mon + "
+                                       "ceph-osd + radosgw; absent for fs",
+            "total_cpu_s_per_gib": "registry + S3 server",
             "peak_rss_mib": "registry peak RSS, 2^20 bytes",
         },
     }
@@ -542,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for moto in list(_LIVE_MOTOS):
                 moto.stop()
+            stop_rgws()
 
     try:
         rc = run_guarded(run)
