@@ -1,1 +1,2 @@
-"""Authentication and authorisation: tokens, identities, policies (to come)."""
+"""Authentication and authorisation: identities, tokens (and their revocation), policies, the
+login throttle."""

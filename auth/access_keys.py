@@ -5,7 +5,9 @@ another; they never appear in reprs, logs or error messages.
 
 The user record lists its keys and is the authority: a key record its user does not list (left
 by a crash between the two writes, or by a user removed and created again) authenticates
-nobody."""
+nobody, nor does a disabled user's key. Deleting or deactivating a key gives its user a new
+credential generation, which ends the authorization and refresh tokens minted through it (and
+the user's others: a token does not record which credential bought it)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from auth.iam_records import ACCESS_KEYS, USERS, IamRecords, require
+from auth.iam_records import ACCESS_KEYS, USERS, IamRecords, new_generation, require
 from auth.identity_errors import LimitExceeded, SecretsUnavailable, UnknownAccessKey
 from auth.secrets import SecretBox
 
@@ -75,17 +77,27 @@ class AccessKeys:
         return NewAccessKey(key_id, secret)
 
     async def delete(self, key_id: str) -> None:
+        """The owner's record first (new generation, key unlisted): a crash after it leaves a
+        key record that authenticates nobody."""
         key = await self._key(key_id)
-        owner = await self.records.get(USERS, key["user"])
-        if owner is not None and key_id in owner.get("accessKeys", []):
-            owner["accessKeys"] = [k for k in owner["accessKeys"] if k != key_id]
-            await self.records.put(USERS, key["user"], owner)
+        await self._revoke(key["user"], drop=key_id)
         await self.records.delete(ACCESS_KEYS, key_id)
 
     async def set_status(self, key_id: str, active: bool) -> None:
         key = await self._key(key_id)
         key["status"] = ACTIVE if active else INACTIVE
         await self.records.put(ACCESS_KEYS, key_id, key)
+        if not active:
+            await self._revoke(key["user"])
+
+    async def _revoke(self, user: str, drop: str | None = None) -> None:
+        """A new credential generation for the key's owner (if it still exists)."""
+        owner = await self.records.get(USERS, user)
+        if owner is None:
+            return
+        owner["accessKeys"] = [k for k in owner.get("accessKeys", []) if k != drop]
+        owner["tokenGeneration"] = new_generation()
+        await self.records.put(USERS, user, owner)
 
     async def of_user(self, user: str) -> list[AccessKey]:
         keys = []
@@ -102,7 +114,7 @@ class AccessKeys:
         if key is None or key.get("status") != ACTIVE:
             return None
         owner = await self.records.get(USERS, key["user"])
-        if owner is None or key_id not in owner.get("accessKeys", []):
+        if owner is None or owner.get("disabled") or key_id not in owner.get("accessKeys", []):
             return None
         return KeyOwner(key["user"], box.open(key["secret"], context=key_id).decode())
 

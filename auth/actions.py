@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from storage.content.names import check_name
+
 PULL, PUSH, DELETE = "pull", "push", "delete"
 
 # What a token scope action means in IAM terms: all of these must be allowed.
@@ -29,13 +31,16 @@ class Scope:
 
 def parse_scope(text: str) -> Scope | None:
     """`repository:team/app:pull,push`; None for what we cannot read (ignored, as the token
-    spec lets a server grant less than asked)."""
+    spec lets a server grant less than asked). A repository scope must name a valid repository
+    (NameInvalid otherwise): its name goes on to build storage keys and policy ARNs."""
     match = _SCOPE.match(text.strip())
     if match is None or len(text) > 512:
         return None
     actions = tuple(dict.fromkeys(a for a in match["actions"].split(",") if a))
-    if match["type"] == "repository" and "*" in actions:
-        actions = (PULL, PUSH, DELETE)
+    if match["type"] == "repository":
+        check_name(match["name"])
+        if "*" in actions:
+            actions = (PULL, PUSH, DELETE)
     return Scope(match["type"], match["name"], actions)
 
 

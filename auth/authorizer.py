@@ -2,6 +2,12 @@
 
 Bearer tokens carry their granted access (decided when the token was issued); Basic
 credentials and anonymous requests are decided against the policies at request time.
+
+A password is checked against the user record on every login (or a minute's cache that holds
+only while the record keeps the same hash); a refresh or authorization token only while its
+user exists, is enabled and still has the credential generation the token names. Password
+guesses are throttled per (user, address) and per address (`auth.throttle`); tokens are signed,
+so no one can guess one, and their failures are not counted.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import Protocol
 from auth.actions import PULL, SCOPE_ACTIONS, Scope, repository_arn
 from auth.errors import TooManyAttempts, Unauthenticated
 from auth.policy import Caller, Policy, Request, evaluate
+from auth.secrets import constant_time_equal
 from auth.throttle import LoginThrottle, LoginThrottled
-from auth.tokens import LOGIN, Access, Claims, TokenError
+from auth.tokens import LOGIN, REFRESH, Access, Claims, TokenError
 
 AWS_USER = "AWS"  # ECR's user name for authorization tokens
 _BASIC_CACHE_TTL = 60.0
@@ -34,6 +41,10 @@ class UserLike(Protocol):
     def password_hash(self) -> str: ...
     @property
     def groups(self) -> tuple[str, ...]: ...
+    @property
+    def token_generation(self) -> str: ...
+    @property
+    def disabled(self) -> bool: ...
 
 
 class DirectoryLike(Protocol):
@@ -54,6 +65,17 @@ class KeyOwnerLike(Protocol):
 
 class TokenVerifier(Protocol):
     async def verify(self, token: str, kind: str = "access") -> Claims: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A checked credential: who, the user's credential generation when it was checked (what
+    a refresh token minted from it carries), and when the credential itself ends (an
+    authorization or refresh token's expiry; None for a password)."""
+
+    caller: Caller
+    generation: str = ""
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,50 +111,67 @@ class Authorizer:
             return Identity(caller, "bearer", claims.access)
         if scheme.lower() == "basic":
             name, password = parse_basic(value)
-            return Identity(await self.login(name, password, address), "basic")
+            return Identity((await self.login(name, password, address)).caller, "basic")
         raise Unauthenticated(f"unsupported authorization scheme {scheme[:20]!r}")
 
-    async def login(self, name: str, password: str, address: str) -> Caller:
-        """Check a user's password (throttled); the caller with its current groups.
+    async def login(self, name: str, password: str, address: str) -> Login:
+        """Check a user's password (throttled), or an `AWS:<authorization token>`.
 
         The scrypt check is skipped for a password verified in the last minute, but only while
         the user's record still holds the very hash it was verified against: a changed
-        password, a removed user or changed groups take effect at once."""
+        password, a removed user or changed groups take effect at once. Unknown users, wrong
+        passwords and disabled users fail alike, in answer and in time."""
+        user_key = None if name == AWS_USER else name
         try:
-            self.throttle.check(address, name)
+            self.throttle.check(address, user_key)
         except LoginThrottled as exc:
             raise TooManyAttempts("too many failed logins; try again later",
                                   exc.retry_after) from None
-        if name == AWS_USER:
-            return await self._login_token(password, address)
+        if user_key is None:
+            return await self._login_token(password)
         key = (name, hashlib.sha256(password.encode()).digest())
         cached = self._basic.get(key)
         if cached is not None and cached[0] > time.monotonic():
             current = await self.directory.get_user(name)
-            if current is not None and current.password_hash == cached[1]:
-                return Caller(self.account, current.name, tuple(current.groups))
+            if (current is not None and not current.disabled
+                    and current.password_hash == cached[1]):
+                return self._login_of(current)
         user = await self.directory.authenticate(name, password)
         if user is None:
             self._basic.pop(key, None)
             await asyncio.sleep(self.throttle.failed(address, name))
             raise Unauthenticated("invalid username or password")
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(address, name)
         self._basic[key] = (time.monotonic() + _BASIC_CACHE_TTL, user.password_hash)
         while len(self._basic) > _BASIC_CACHE_SIZE:
             self._basic.popitem(last=False)
-        return Caller(self.account, user.name, tuple(user.groups))
+        return self._login_of(user)
 
-    async def _login_token(self, token: str, address: str) -> Caller:
+    async def refresh(self, token: str) -> Login:
+        """The Login a refresh token stands for, while its credential generation holds."""
+        try:
+            claims = await self.tokens.verify(token, kind=REFRESH)
+        except TokenError as exc:
+            raise Unauthenticated(f"invalid refresh token: {exc}") from None
+        return await self._current(claims, "the refresh token")
+
+    async def _login_token(self, token: str) -> Login:
         """`AWS:<token>` from ECR's GetAuthorizationToken, as docker login sends it."""
         try:
             claims = await self.tokens.verify(token, kind=LOGIN)
         except TokenError:
-            await asyncio.sleep(self.throttle.failed(address, AWS_USER))
             raise Unauthenticated("invalid or expired authorization token") from None
+        return await self._current(claims, "the authorization token")
+
+    async def _current(self, claims: Claims, what: str) -> Login:
         user = await self.directory.get_user(claims.subject)
-        if user is None:
-            raise Unauthenticated("the authorization token's user no longer exists")
-        return Caller(self.account, user.name, tuple(user.groups))
+        if (user is None or user.disabled or claims.generation is None
+                or not constant_time_equal(user.token_generation, claims.generation)):
+            raise Unauthenticated(f"{what} was revoked: log in again")
+        return Login(self._login_of(user).caller, claims.generation, claims.expires_at)
+
+    def _login_of(self, user: UserLike) -> Login:
+        return Login(Caller(self.account, user.name, tuple(user.groups)), user.token_generation)
 
     async def caller_of(self, identity: Identity) -> Caller:
         """The caller with its current groups (a bearer token names only the subject)."""

@@ -2,17 +2,21 @@
 and writes them (`storage.iam.IamStore` satisfies it)::
 
     users/<name>       {"passwordHash", "groups": [...], "policies": {name: text},
-                        "accessKeys": [id, ...], "createdAt"}
+                        "accessKeys": [id, ...], "createdAt", "tokenGeneration",
+                        "disabled"?}
     groups/<name>      {"policies": {name: text}, "createdAt"}
     access-keys/<id>   {"user", "secret": <sealed under the id>, "status", "createdAt"}
 
-A user record is the authority on its groups and its access keys. The checks on what goes into
-the records live here too."""
+A user record is the authority on its groups and its access keys, and holds the generation of its
+credentials: refresh and authorization tokens name the generation they were minted under, and
+whatever changes the user's credentials gives it a new one (`new_generation`). The checks on what
+goes into the records live here too."""
 
 from __future__ import annotations
 
 import functools
 import re
+import secrets
 from typing import Any, Protocol
 
 from auth.identity_errors import InvalidInput, MalformedPolicy, UnknownGroup, UnknownUser
@@ -80,6 +84,12 @@ def stored_policy(text: str, resource_policy: bool) -> Policy:
 def parse_policy(text: str, resource_policy: bool) -> Policy:
     """Parsing is a pure function of the text, so parsed policies are shared."""
     return Policy.parse(text, resource_policy=resource_policy)
+
+
+def new_generation() -> str:
+    """A user's next credential generation: random, so no earlier one (not even a removed
+    namesake's) can come back."""
+    return secrets.token_urlsafe(16)
 
 
 async def lookup(records: IamRecords, kind: str, name: str) -> dict[str, Any] | None:

@@ -5,7 +5,12 @@ sees the same identities.
 Everything is checked before anything is written, so a refused change leaves the stored state
 as it was. Passwords and secrets never appear in reprs, logs or error messages. Updates are
 read-modify-write of one record: the backend has no compare-and-swap, so two administrators
-changing the same user at the same moment can lose one change."""
+changing the same user at the same moment can lose one change.
+
+Every user record holds a credential generation (`new_generation`): refresh and authorization
+tokens carry the one they were minted under and are refused once it differs. It changes with the
+user's credentials (a new password, an access key deleted or deactivated, the user disabled) and
+on `revoke_tokens`; a user removed and added again starts with a new one."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from auth.iam_records import (
     check_policy_name,
     check_repository,
     lookup,
+    new_generation,
     require,
     stored_policy,
 )
@@ -67,6 +73,8 @@ class User:
     groups: tuple[str, ...]
     policies: tuple[str, ...]  # attached policy texts, in the order of their names
     created_at: float
+    token_generation: str = ""  # records from before generations existed have none
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +95,7 @@ class Directory:
         check_name(name)
         encoded = await asyncio.to_thread(hash_password, _check_password(password))
         record = {"passwordHash": encoded, "groups": [], "policies": {}, "accessKeys": [],
-                  "createdAt": time.time()}
+                  "createdAt": time.time(), "tokenGeneration": new_generation()}
         if not await self.records.create(USERS, name, record):
             raise UserExists(f"user {name!r} already exists")
         return _user(name, record)
@@ -107,6 +115,22 @@ class Directory:
         encoded = await asyncio.to_thread(hash_password, _check_password(password))
         record = await require(self.records, USERS, name)  # fresh, after 100 ms of scrypt
         record["passwordHash"] = encoded
+        record["tokenGeneration"] = new_generation()
+        await self.records.put(USERS, name, record)
+
+    async def revoke_tokens(self, name: str) -> None:
+        """Ends every refresh and authorization token the user holds; credentials stay."""
+        record = await require(self.records, USERS, name)
+        record["tokenGeneration"] = new_generation()
+        await self.records.put(USERS, name, record)
+
+    async def set_user_enabled(self, name: str, enabled: bool) -> None:
+        """A disabled user authenticates with nothing (password, access key or token) until
+        enabled again; the tokens it held stay dead."""
+        record = await require(self.records, USERS, name)
+        record["disabled"] = not enabled
+        if not enabled:
+            record["tokenGeneration"] = new_generation()
         await self.records.put(USERS, name, record)
 
     async def get_user(self, name: str) -> User | None:
@@ -114,10 +138,12 @@ class Directory:
         return None if record is None else _user(name, record)
 
     async def authenticate(self, name: str, password: str) -> User | None:
-        """The user if the password is right; an unknown user costs the same scrypt."""
+        """The user if the password is right and the user enabled; an unknown or disabled user
+        costs the same scrypt, so neither answer nor timing tells them apart."""
         user = await self.get_user(name)
         encoded = user.password_hash if user is not None else None
-        return user if await asyncio.to_thread(verify_or_burn, password, encoded) else None
+        right = await asyncio.to_thread(verify_or_burn, password, encoded)
+        return user if right and user is not None and not user.disabled else None
 
     # -- groups --------------------------------------------------------------------------------
 
@@ -272,7 +298,8 @@ class Directory:
 
 def _user(name: str, record: dict[str, Any]) -> User:
     return User(name, str(record.get("passwordHash", "")), tuple(record.get("groups", ())),
-                _texts(record), float(record.get("createdAt", 0.0)))
+                _texts(record), float(record.get("createdAt", 0.0)),
+                str(record.get("tokenGeneration", "")), bool(record.get("disabled", False)))
 
 
 def _texts(record: dict[str, Any]) -> tuple[str, ...]:

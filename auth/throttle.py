@@ -1,12 +1,42 @@
-"""Failed-login throttling: per source address and per user name, in this process."""
+"""Failed-login throttling, per (user, source address) and, more loosely, per source address.
+
+Keying on the user alone would let anyone lock a user out by guessing wrong, and keying on the
+address alone would let one user behind a NAT or load balancer lock out everyone behind it. So a
+login is refused only when its own (user, address) pair, or its address as a whole, has been
+failing: a correct password from an address that has not been failing always gets through.
+
+Failures drain token buckets (`limit` failures at once, then one more every `window / limit`
+seconds), kept in a `Buckets` table: one process's dict, or the memory the workers of one
+supervisor share (`registry.limits`), so the throttle holds for all of them together. Bucket
+keys are digests: a user name from a Basic header is any string, and it should not sit in
+shared memory as typed."""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import math
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
-_MAX_TRACKED = 10_000
+_IPV6_NETWORK = 64  # one IPv6 subscriber holds at least a /64: its addresses are one source
+
+
+class Buckets(Protocol):
+    """Token buckets by key (`registry.limits` provides them, local or shared)."""
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        """The tokens before this call; one is taken if there was one."""
+        ...
+
+    def peek(self, key: str, rate: float, burst: float, now: float) -> float:
+        """The tokens now, taking none."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """The bucket is full again."""
+        ...
 
 
 class LoginThrottled(Exception):
@@ -15,49 +45,67 @@ class LoginThrottled(Exception):
         self.retry_after = retry_after
 
 
-class LoginThrottle:
-    """After `limit` failures within `window` seconds from one address or for one user,
-    logins are refused (429) until the oldest failure ages out. Each failure also costs the
-    caller a growing delay (`delay_for`)."""
+def source(address: str) -> str:
+    """The source a failure counts against: the IPv4 address, or the IPv6 /64 (IPv4-mapped
+    IPv6 addresses are their IPv4 address). Anything else (no address) counts as itself."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, _IPV6_NETWORK), strict=False))
+    return str(ip)
 
-    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.monotonic):
+
+class LoginThrottle:
+    """`limit` failures per (user, source) and `address_limit` per source, each refilled over
+    `window` seconds. Each failure also costs the caller a growing delay (`failed`)."""
+
+    def __init__(self, limit: int, window: int, address_limit: int, buckets: Buckets,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
+        self.address_limit = address_limit
+        self.buckets = buckets
         self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, key: str) -> deque[float]:
-        now = self.clock()
-        entries = self._failures.get(key)
-        if entries is None:
-            return deque()
-        while entries and entries[0] <= now - self.window:
-            entries.popleft()
-        return entries
 
     def check(self, address: str, user: str | None) -> None:
-        for key in self._keys(address, user):
-            entries = self._recent(key)
-            if len(entries) >= self.limit:
-                raise LoginThrottled(max(1, int(entries[0] + self.window - self.clock()) + 1))
+        """LoginThrottled if this pair or this source has used up its failures."""
+        now = self.clock()
+        for key, burst in self._keys(address, user):
+            tokens = self.buckets.peek(key, burst / self.window, burst, now)
+            if tokens < 1:
+                raise LoginThrottled(max(1, math.ceil((1 - tokens) * self.window / burst)))
 
     def failed(self, address: str, user: str | None) -> float:
-        """Record a failure; returns how long to delay the answer (seconds)."""
-        worst = 0
-        for key in self._keys(address, user):
-            entries = self._recent(key)
-            entries.append(self.clock())
-            self._failures[key] = entries
-            self._failures.move_to_end(key)
-            worst = max(worst, len(entries))
-        while len(self._failures) > _MAX_TRACKED:
-            self._failures.popitem(last=False)
-        return min(0.1 * 2.0 ** (worst - 1), 2.0)
+        """Record a failure; returns how long to delay the answer (seconds): doubling with each
+        recent failure of the pair, at most 2 s."""
+        now = self.clock()
+        used = 1.0
+        for key, burst in self._keys(address, user):  # the pair last, when there is one
+            used = burst - self.buckets.take(key, burst / self.window, burst, now) + 1
+        return min(0.1 * math.pow(2.0, used - 1), 2.0)
 
-    def succeeded(self, user: str | None) -> None:
-        if user:
-            self._failures.pop(f"user:{user}", None)
+    def succeeded(self, address: str, user: str) -> None:
+        """The pair's failures are forgiven; the source's stand (someone else's, perhaps)."""
+        self.buckets.forget(self._pair(address, user))
+
+    def _keys(self, address: str, user: str | None) -> list[tuple[str, float]]:
+        keys = [(self._source(address), float(self.address_limit))]
+        if user is not None:
+            keys.append((self._pair(address, user), float(self.limit)))
+        return keys
 
     @staticmethod
-    def _keys(address: str, user: str | None) -> list[str]:
-        return [f"addr:{address}"] + ([f"user:{user}"] if user else [])
+    def _source(address: str) -> str:
+        return "login-source:" + _digest(source(address))
+
+    @staticmethod
+    def _pair(address: str, user: str) -> str:
+        return "login-pair:" + _digest(f"{source(address)}\n{user}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(errors="surrogatepass"), digest_size=16).hexdigest()

@@ -3,7 +3,12 @@
 Verification trusts nothing in a token before its signature checks out, and then only what
 it was built to accept: our algorithms (each key verifies only with its own), our issuer and
 audience, and the kind of token the caller asked for. Every refusal is a `TokenError` whose
-message is safe to show clients and never contains the token."""
+message is safe to show clients and never contains the token.
+
+Refresh and login tokens carry the credential generation of their user (`gen`): whoever uses
+one compares it with the user's current generation (`auth.authorizer`), which changes whenever
+the user's credentials do, so they die with the credential they came from. No token is issued to
+live past the credential that bought it (`not_after`)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ MAX_HEADER_SIZE = 2 * 1024
 MAX_ACCESS_ENTRIES = 256
 ACCESS, REFRESH, LOGIN = "access", "refresh", "login"
 _REQUIRED = ("iss", "sub", "aud", "exp", "nbf", "iat", "jti", "kind")
+_GENERATION_MAX = 64
 
 
 class TokenError(Exception):
@@ -69,7 +75,8 @@ class Claims:
     jti: str
     audience: str
     issuer: str
-    kind: str  # ACCESS or REFRESH
+    kind: str  # ACCESS, REFRESH or LOGIN
+    generation: str | None = None  # refresh and login tokens: the user's credential generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,22 +124,31 @@ class TokenService:
     def __repr__(self) -> str:
         return f"TokenService(issuer={self.issuer!r}, service={self.service!r})"
 
-    def issue(self, subject: str, access: Iterable[Access]) -> IssuedToken:
+    def _lifetime(self, now: int, ttl: int, not_after: int | None) -> int:
+        """`ttl`, cut short so the token ends no later than `not_after` (epoch seconds)."""
+        return ttl if not_after is None else max(1, min(ttl, not_after - now))
+
+    def issue(self, subject: str, access: Iterable[Access],
+              not_after: int | None = None) -> IssuedToken:
         now = int(self.clock())
+        ttl = self._lifetime(now, self.ttl, not_after)
         claims = [entry.to_claim() for entry in access]
-        return IssuedToken(self._sign(subject, now, self.ttl, ACCESS, {"access": claims}),
-                           self.ttl, _rfc3339(now))
+        return IssuedToken(self._sign(subject, now, ttl, ACCESS, {"access": claims}), ttl,
+                           _rfc3339(now))
 
-    def issue_refresh(self, subject: str) -> str:
-        """A long-lived token that grants nothing itself: it only buys new access tokens."""
-        return self._sign(subject, int(self.clock()), self.refresh_ttl, REFRESH, {})
-
-    def issue_login(self, subject: str, ttl: int) -> tuple[str, int]:
-        """A registry password (ECR's GetAuthorizationToken: used as `AWS:<token>`) that
-        stands for `subject` until it expires; grants nothing as a bearer token. Returns the
-        token and its expiry (epoch seconds)."""
+    def issue_refresh(self, subject: str, generation: str, not_after: int | None = None) -> str:
+        """A long-lived token that grants nothing itself: it only buys new access tokens, and
+        only while `subject`'s credential generation is still `generation`."""
         now = int(self.clock())
-        return self._sign(subject, now, ttl, LOGIN, {}), now + ttl
+        return self._sign(subject, now, self._lifetime(now, self.refresh_ttl, not_after),
+                          REFRESH, {"gen": generation})
+
+    def issue_login(self, subject: str, ttl: int, generation: str) -> tuple[str, int]:
+        """A registry password (ECR's GetAuthorizationToken: used as `AWS:<token>`) that
+        stands for `subject` until it expires or the user's credential generation changes;
+        grants nothing as a bearer token. Returns the token and its expiry (epoch seconds)."""
+        now = int(self.clock())
+        return self._sign(subject, now, ttl, LOGIN, {"gen": generation}), now + ttl
 
     def _sign(self, subject: str, now: int, ttl: int, kind: str, extra: dict[str, Any]) -> str:
         key = self.keyring.current
@@ -199,6 +215,7 @@ class TokenService:
         if now + CLOCK_SKEW_LEEWAY < iat:
             raise TokenError("token issued in the future")
         access: tuple[Access, ...] = ()
+        generation: str | None = None
         if kind == ACCESS:
             raw = payload.get("access")
             if raw is None:
@@ -206,8 +223,13 @@ class TokenService:
             if not isinstance(raw, list) or len(raw) > MAX_ACCESS_ENTRIES:
                 raise TokenError("malformed access claim")
             access = tuple(Access.from_claim(entry) for entry in raw)
-        elif "access" in payload:
-            raise TokenError("refresh token carries access")
+        else:
+            if "access" in payload:
+                raise TokenError("refresh token carries access")
+            # Tokens from before generations existed cannot be revoked, so they are refused.
+            generation = payload.get("gen")
+            if not isinstance(generation, str) or len(generation) > _GENERATION_MAX:
+                raise TokenError("token lacks the 'gen' claim")
         return Claims(subject=payload["sub"], access=access, issued_at=iat, not_before=nbf,
                       expires_at=exp, jti=payload["jti"], audience=payload["aud"],
-                      issuer=payload["iss"], kind=kind)
+                      issuer=payload["iss"], kind=kind, generation=generation)

@@ -81,7 +81,7 @@ def create_app(settings: Settings, shared_limits: SharedLimits | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.auth = await build_auth(settings, store)
+        app.state.auth = await build_auth(settings, store, shared_limits)
         async with key_refresher(app.state.auth), scheduled_jobs(settings, store, metrics):
             yield
         await app.state.pull_through.close()

@@ -18,6 +18,7 @@ from auth.keys import KeyRing
 from auth.secrets import SecretBox
 from auth.throttle import LoginThrottle
 from auth.tokens import TokenService
+from registry.limits import LocalLimits, SharedLimits
 from registry.settings import AuthSettings, Settings
 from storage.store import Store
 
@@ -35,7 +36,10 @@ class AuthServices:
     authorizer: Authorizer
 
 
-async def build_auth(settings: Settings, store: Store) -> AuthServices | None:
+async def build_auth(settings: Settings, store: Store,
+                     shared: SharedLimits | None = None) -> AuthServices | None:
+    """`shared`: the memory the workers of `server.workers` share, where the login throttle
+    keeps its failures so that it holds for all of them together."""
     auth = settings.auth
     if not auth.enabled:
         return None
@@ -47,8 +51,11 @@ async def build_auth(settings: Settings, store: Store) -> AuthServices | None:
     keyring = await KeyRing.load(store.iam, box, auth.signing_algorithm)
     tokens = TokenService(keyring, auth.issuer, auth.service, auth.token_ttl,
                           auth.refresh_token_ttl)
+    failures = (shared or LocalLimits()).failures
+    throttle = LoginThrottle(auth.login_failures, auth.login_window, auth.login_address_failures,
+                             failures)
     authorizer = Authorizer(directory, tokens, account=auth.account_id, region=auth.region,
-                            throttle=LoginThrottle(auth.login_failures, auth.login_window))
+                            throttle=throttle)
     return AuthServices(auth, settings.server.public_url, directory, keyring, tokens, authorizer)
 
 
@@ -80,6 +87,9 @@ def services(request: Request) -> AuthServices | None:
 
 
 def client_address(request: Request) -> str:
+    """The peer, or the client a trusted proxy (`server.trusted_proxies`) forwarded for: the
+    server (uvicorn's proxy headers, configured from that setting) has already decided which,
+    so that logs, limits, the throttle and policies all see the same address."""
     return request.client.host if request.client else ""
 
 

@@ -1,6 +1,8 @@
 """Rate limits per identity (or, for anonymous callers, per address) and API class, and a cap
 on concurrent upload requests; both per replica. Within a replica, one process keeps its
-token buckets in a dict; `server.workers` processes share theirs (`SharedLimits`).
+token buckets in a dict; `server.workers` processes share theirs (`SharedLimits`). The login
+throttle (`auth.throttle`) keeps its failure buckets beside them, in a table of their own
+(`failures`), so that neither can push the other's buckets out.
 
 API classes are ECR's operations; the data plane's requests count as the operation ECR would
 run for them (a manifest GET is BatchGetImage, a blob GET GetDownloadUrlForLayer, ...). The
@@ -18,7 +20,7 @@ import struct
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from registry.settings import LimitsSettings
 from storage.errors import RateLimited
@@ -31,6 +33,7 @@ ECR_RATES: dict[str, float] = {
 }
 DEFAULT_RATE = 100.0  # every other operation
 _BUCKETS = 100_000
+_FAILURES = 32_768
 
 # The data plane's requests as the ECR operations they stand for: (route, method) -> class.
 DATA_PLANE: dict[tuple[str, str], str] = {
@@ -55,21 +58,40 @@ def _spend(tokens: float, last: float, now: float, rate: float,
     return available, available - 1 if available >= 1 else available
 
 
-class LocalLimits:
-    """One process's token buckets (a bounded table, least recently used out first) and
-    count of upload requests in flight."""
+class LocalBuckets:
+    """One process's token buckets: a bounded table, least recently used out first (an
+    evicted caller starts again with a full bucket)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self._size = size
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self.uploads = 0
 
     def take(self, key: str, rate: float, burst: float, now: float) -> float:
         """The bucket's tokens before this request; one is taken if there was one."""
         available, left = _spend(*self._buckets.pop(key, (burst, now)), now, rate, burst)
         self._buckets[key] = (left, now)
-        while len(self._buckets) > _BUCKETS:
+        while len(self._buckets) > self._size:
             self._buckets.popitem(last=False)
         return available
+
+    def peek(self, key: str, rate: float, burst: float, now: float) -> float:
+        return _spend(*self._buckets.get(key, (burst, now)), now, rate, burst)[0]
+
+    def forget(self, key: str) -> None:
+        self._buckets.pop(key, None)
+
+
+class LocalLimits:
+    """One process's rate-limit and login-failure buckets and count of upload requests in
+    flight."""
+
+    def __init__(self) -> None:
+        self.buckets = LocalBuckets(_BUCKETS)
+        self.failures = LocalBuckets(_FAILURES)
+        self.uploads = 0
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        return self.buckets.take(key, rate, burst, now)
 
     def start_upload(self, cap: int) -> bool:
         if cap > 0 and self.uploads >= cap:
@@ -81,23 +103,80 @@ class LocalLimits:
         self.uploads = max(0, self.uploads - 1)
 
 
-class SharedLimits:
-    """Token buckets and upload counts shared by the forked workers of one supervisor: a
-    shared memory map made before the fork, and a lock on it that the kernel drops when its
-    holder dies (an fcntl record lock), so a worker killed mid-update cannot stall the rest.
+class SharedBuckets:
+    """Token buckets in `sets` sets of `WAYS` slots of a memory map shared by the workers,
+    read and written under the map's lock. A key's set is picked by a hash keyed with a secret
+    drawn before the fork, so no caller can aim its keys at someone else's set; a full set gives
+    its least recently used slot to a new key (which then starts with a full bucket, as when a
+    lone process's bounded table evicts)."""
 
-    Buckets sit in sets of `WAYS` slots picked by a hash of (class, caller); a full set gives
-    its least recently used slot to a new caller (who then starts with a full bucket, as when a
-    lone process's bounded table evicts). Upload requests in flight are counted per worker
-    slot, and the supervisor zeroes a dead worker's count."""
-
-    SETS = 16384
     WAYS = 8
     _SLOT = struct.Struct("=Qdd")  # key hash (0: free), tokens, when last taken (monotonic)
+
+    def __init__(self, view: mmap.mmap, offset: int, sets: int, salt: bytes,
+                 locked: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
+        self._view, self._offset, self._sets = view, offset, sets
+        self._salt, self._locked = salt, locked
+
+    @classmethod
+    def size(cls, sets: int) -> int:
+        return sets * cls.WAYS * cls._SLOT.size
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        """As `LocalBuckets.take`, for every worker."""
+        with self._locked():
+            hashed, index, tokens, last = self._find(key, burst, now)
+            available, left = _spend(tokens, last, now, rate, burst)
+            self._SLOT.pack_into(self._view, self._at(index), hashed, left, now)
+        return available
+
+    def peek(self, key: str, rate: float, burst: float, now: float) -> float:
+        with self._locked():
+            _, _, tokens, last = self._find(key, burst, now)
+        return _spend(tokens, last, now, rate, burst)[0]
+
+    def forget(self, key: str) -> None:
+        with self._locked():
+            hashed, index, _, _ = self._find(key, 0.0, 0.0)
+            if self._SLOT.unpack_from(self._view, self._at(index))[0] == hashed:
+                self._SLOT.pack_into(self._view, self._at(index), 0, 0.0, 0.0)
+
+    def _at(self, index: int) -> int:
+        return self._offset + index * self._SLOT.size
+
+    def _find(self, key: str, burst: float, now: float) -> tuple[int, int, float, float]:
+        """(key hash, its slot or the one it would take, tokens, when last taken); the caller
+        holds the lock."""
+        hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8,
+                                                key=self._salt).digest(), "little") or 1
+        first = (hashed % self._sets) * self.WAYS
+        chosen, oldest = first, math.inf
+        for index in range(first, first + self.WAYS):
+            owner, held, when = self._SLOT.unpack_from(self._view, self._at(index))
+            if owner == hashed:
+                return hashed, index, held, when
+            if owner == 0:
+                if oldest > -math.inf:
+                    chosen, oldest = index, -math.inf
+            elif when < oldest:
+                chosen, oldest = index, when
+        return hashed, chosen, burst, now
+
+
+class SharedLimits:
+    """Token buckets (rate limits and login failures) and upload counts shared by the forked
+    workers of one supervisor: a shared memory map made before the fork, and a lock on it that
+    the kernel drops when its holder dies (an fcntl record lock), so a worker killed mid-update
+    cannot stall the rest. Upload requests in flight are counted per worker slot, and the
+    supervisor zeroes a dead worker's count."""
+
+    SETS = 16384
+    FAILURE_SETS = 4096
     _COUNT = struct.Struct("=q")
 
     def __init__(self, workers: int) -> None:
-        self._uploads_at = self.SETS * self.WAYS * self._SLOT.size
+        failures_at = SharedBuckets.size(self.SETS)
+        self._uploads_at = failures_at + SharedBuckets.size(self.FAILURE_SETS)
         size = self._uploads_at + workers * self._COUNT.size
         self._workers = workers
         try:
@@ -107,6 +186,10 @@ class SharedLimits:
             os.unlink(path)
         os.ftruncate(self._fd, size)
         self._map = mmap.mmap(self._fd, size)  # MAP_SHARED: one copy for every worker
+        salt = os.urandom(16)
+        self.buckets = SharedBuckets(self._map, 0, self.SETS, salt, self._locked)
+        self.failures = SharedBuckets(self._map, failures_at, self.FAILURE_SETS, salt,
+                                      self._locked)
         self.worker = 0  # this process's upload slot, set in each worker after the fork
 
     @contextlib.contextmanager
@@ -118,27 +201,7 @@ class SharedLimits:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def take(self, key: str, rate: float, burst: float, now: float) -> float:
-        """As `LocalLimits.take`, for every worker."""
-        hashed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(),
-                                "little") or 1
-        first = (hashed % self.SETS) * self.WAYS
-        slot, size, view = self._SLOT, self._SLOT.size, self._map
-        with self._locked():
-            chosen, oldest = first, math.inf
-            tokens, last = burst, now
-            for index in range(first, first + self.WAYS):
-                owner, held, when = slot.unpack_from(view, index * size)
-                if owner == hashed:
-                    chosen, tokens, last = index, held, when
-                    break
-                if owner == 0:
-                    if oldest > -math.inf:
-                        chosen, oldest = index, -math.inf
-                elif when < oldest:
-                    chosen, oldest = index, when
-            available, left = _spend(tokens, last, now, rate, burst)
-            slot.pack_into(view, chosen * size, hashed, left, now)
-        return available
+        return self.buckets.take(key, rate, burst, now)
 
     def _count_at(self, worker: int) -> int:
         return self._uploads_at + worker * self._COUNT.size

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -47,6 +48,10 @@ class ServerSettings:
     metrics_port: int = 0
     metrics_host: str = ""
     metrics_refresh: float = 15.0  # seconds between counts of the event/replication queues
+    # Addresses or CIDRs of the proxies and load balancers in front of the registry: only their
+    # X-Forwarded-For names the client (for logs, rate limits, the login throttle, policies'
+    # aws:SourceIp). Empty: nobody's is believed, so no client can choose its own address.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,11 @@ class AuthSettings:
     signing_algorithm: str = "ES256"  # or RS256
     # base64 of 32 bytes: encrypts access-key secrets and signing keys at rest
     secret_key: str | None = field(default=None, repr=False)
-    login_failures: int = 5  # failed logins per address or user within the window, then 429
+    # Failed logins per (user, source address) within the window, then 429 for that pair; and,
+    # more loosely, per source address for all users together. A right password from an
+    # address that has not been failing is never refused for someone else's failures.
+    login_failures: int = 5
+    login_address_failures: int = 50
     login_window: int = 300
 
 
@@ -373,6 +382,12 @@ def _validate(settings: Any, where: str) -> None:
                                 f"{settings.metrics_port}")
         if settings.metrics_port and settings.metrics_port == settings.port:
             raise SettingsError("setting 'server.metrics_port' must differ from 'server.port'")
+        for proxy in settings.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise SettingsError(f"setting 'server.trusted_proxies': {proxy[:64]!r} is not "
+                                    "an IP address or CIDR") from None
     if isinstance(settings, StorageSettings):
         from storage.drivers import DRIVERS
 
@@ -395,6 +410,10 @@ def _validate(settings: Any, where: str) -> None:
         if settings.token_ttl < 10 or settings.refresh_token_ttl < settings.token_ttl:
             raise SettingsError("setting 'auth.token_ttl' must be at least 10 s and not above "
                                 "'auth.refresh_token_ttl'")
+        if min(settings.login_failures, settings.login_address_failures,
+               settings.login_window) < 1:
+            raise SettingsError("settings 'auth.login_failures', 'auth.login_address_failures' "
+                                "and 'auth.login_window' must be at least 1")
         if settings.enabled and not settings.secret_key:
             raise SettingsError(
                 "setting 'auth.secret_key' is required with auth enabled: it encrypts secrets "

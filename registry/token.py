@@ -1,4 +1,9 @@
-"""The Docker token endpoint (`GET`/`POST /token`) and the public signing keys (JWKS)."""
+"""The Docker token endpoint (`GET`/`POST /token`) and the public signing keys (JWKS).
+
+Scopes are parsed (and their repository names checked) before anything is read from storage or
+any credential checked. No token issued here outlives the credential it was bought with: a
+refresh token from an ECR authorization token ends when that token does, and every refresh
+token carries its user's credential generation (auth/authorizer.py checks it)."""
 
 from __future__ import annotations
 
@@ -8,11 +13,10 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from auth.actions import parse_scopes
-from auth.authorizer import parse_basic
+from auth.actions import Scope, parse_scopes
+from auth.authorizer import Login, parse_basic
 from auth.errors import Unauthenticated
 from auth.policy import Caller
-from auth.tokens import TokenError
 from registry.auth import AuthServices, client_address, services
 from registry.v2.common import read_bounded
 from storage.errors import SizeInvalid, Unsupported
@@ -38,17 +42,18 @@ async def get_token(request: Request) -> Response:
     auth = _services(request)
     params = request.query_params
     _check_service(auth, params.get("service"))
+    scopes = parse_scopes(params.getlist("scope"))
     address = client_address(request)
     header = request.headers.get("authorization")
-    caller = Caller(auth.settings.account_id)
+    login = Login(Caller(auth.settings.account_id))
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "basic":
             raise Unauthenticated("the token endpoint takes Basic credentials")
         name, password = parse_basic(value)
-        caller = await auth.authorizer.login(name, password, address)
+        login = await auth.authorizer.login(name, password, address)
     offline = params.get("offline_token", "").lower() == "true"
-    return await _answer(request, auth, caller, params.getlist("scope"), address, offline)
+    return await _answer(request, auth, login, scopes, address, offline)
 
 
 async def post_token(request: Request) -> Response:
@@ -59,6 +64,7 @@ async def post_token(request: Request) -> Response:
     raw = await read_bounded(request, MAX_FORM, SizeInvalid("token request too large"))
     form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
     _check_service(auth, form.get("service"))
+    scopes = parse_scopes(form.get("scope", "").split())
     address = client_address(request)
     grant = form.get("grant_type", "")
     offline = form.get("access_type") == "offline"
@@ -66,26 +72,20 @@ async def post_token(request: Request) -> Response:
         name, password = form.get("username", ""), form.get("password", "")
         if not name:
             raise Unauthenticated("username is required")
-        caller = await auth.authorizer.login(name, password, address)
+        login = await auth.authorizer.login(name, password, address)
     elif grant == "refresh_token":
-        try:
-            claims = await auth.tokens.verify(form.get("refresh_token", ""), kind="refresh")
-        except TokenError as exc:
-            raise Unauthenticated(f"invalid refresh token: {exc}") from None
-        user = await auth.directory.get_user(claims.subject)
-        if user is None:
-            raise Unauthenticated("the refresh token's user no longer exists")
-        caller = Caller(auth.settings.account_id, user.name, tuple(user.groups))
+        login = await auth.authorizer.refresh(form.get("refresh_token", ""))
         offline = False  # the client keeps the refresh token it has
     else:
         raise Unauthenticated("grant_type must be password or refresh_token")
-    return await _answer(request, auth, caller, form.get("scope", "").split(), address, offline)
+    return await _answer(request, auth, login, scopes, address, offline)
 
 
-async def _answer(request: Request, auth: AuthServices, caller: Caller,
-                  scope_values: list[str], address: str, offline: bool) -> Response:
-    granted = await auth.authorizer.grant(caller, parse_scopes(scope_values), address)
-    issued = auth.tokens.issue(caller.user or "", granted)
+async def _answer(request: Request, auth: AuthServices, login: Login, scopes: list[Scope],
+                  address: str, offline: bool) -> Response:
+    caller = login.caller
+    granted = await auth.authorizer.grant(caller, scopes, address)
+    issued = auth.tokens.issue(caller.user or "", granted, not_after=login.expires_at)
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.tokens.labels("access").inc()
@@ -99,7 +99,8 @@ async def _answer(request: Request, auth: AuthServices, caller: Caller,
         body["scope"] = " ".join(
             f"{a.type}:{a.name}:{','.join(a.actions)}" for a in granted)
     if offline and caller.user:
-        body["refresh_token"] = auth.tokens.issue_refresh(caller.user)
+        body["refresh_token"] = auth.tokens.issue_refresh(caller.user, login.generation,
+                                                          not_after=login.expires_at)
         if metrics is not None:
             metrics.tokens.labels("refresh").inc()
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -5,8 +5,9 @@ more. The supervisor reserves the port, names a directory for the workers' metri
 the workers. Each builds its own app (event loop, storage driver and threads, rate limits)
 and listens on the port with SO_REUSEPORT; the kernel gives each new connection to one of
 them. Everything the workers must agree on already lives in storage, as between replicas;
-rate limits and the upload cap are shared through memory mapped by the supervisor
-(`registry.limits.SharedLimits`), so they hold for the whole machine as for one process.
+rate limits, the upload cap and the login throttle are shared through memory mapped by the
+supervisor (`registry.limits.SharedLimits`), so they hold for the whole machine as for one
+process.
 
 The supervisor itself runs no event loop and no threads (forking a threaded process can
 deadlock the child), and only watches:
@@ -129,8 +130,8 @@ class Supervisor:
         self.sock = sock
         self.run_worker = run_worker
         limits = settings.limits
-        self.limits = (SharedLimits(settings.server.workers)
-                       if limits.enabled or limits.max_concurrent_uploads > 0 else None)
+        shared = limits.enabled or limits.max_concurrent_uploads > 0 or settings.auth.enabled
+        self.limits = SharedLimits(settings.server.workers) if shared else None
         self.workers: dict[int, tuple[float, int]] = {}  # pid -> (when it started, its slot)
         self.pending: list[int] = []  # signals received, not yet passed on
         self.stopping = False

@@ -24,6 +24,18 @@ async def user_remove(directory: Directory, args: argparse.Namespace) -> None:
     await directory.remove_user(args.name)
 
 
+async def user_revoke_tokens(directory: Directory, args: argparse.Namespace) -> None:
+    await directory.revoke_tokens(args.name)
+
+
+async def user_disable(directory: Directory, args: argparse.Namespace) -> None:
+    await directory.set_user_enabled(args.name, False)
+
+
+async def user_enable(directory: Directory, args: argparse.Namespace) -> None:
+    await directory.set_user_enabled(args.name, True)
+
+
 async def user_list(directory: Directory, args: argparse.Namespace) -> None:
     print_lines(await directory.list_users())
 

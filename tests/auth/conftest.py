@@ -324,9 +324,10 @@ def shared_auth_registry(tmp_path_factory: pytest.TempPathFactory) -> AuthRegist
         data_dir, policy_dir = base / "data", base / "policies"
         in_parallel(lambda: add_user_with_policy(data_dir, policy_dir, "alice"),
                     lambda: add_user_with_policy(data_dir, policy_dir, "bob"))
-        # Failed logins from 127.0.0.1 count for every user on this server (the throttle keys on
-        # the address too); the tests make a handful on purpose, so leave room above them.
-        live = start_auth_registry(data_dir, login_failures=20)
+        # Failed logins from 127.0.0.1 count for every user on this server together too (the
+        # throttle's looser per-address allowance); the tests make a handful on purpose, so
+        # leave room above them.
+        live = start_auth_registry(data_dir, login_failures=20, login_address_failures=100)
         registry = AuthRegistry(live, data_dir, policy_dir)
         try:
             public = write_policy(policy_dir, "public-base", PUBLIC_REPOSITORY_POLICY)

@@ -1,7 +1,8 @@
 """Authentication end to end over HTTP: the Docker token protocol, bearer and Basic callers,
 policies deciding what a token carries, refusals of every token we did not issue, refresh
-tokens, the filtered catalog, login throttling, two replicas sharing one data directory, and
-the CLI and start-up refusals an operator meets.
+tokens, the filtered catalog, two replicas sharing one data directory, and the CLI and
+start-up refusals an operator meets (login throttling: test_login_throttle.py; revocation:
+test_revocation.py).
 
 Most tests use the session's `auth_registry` (see conftest.py for who may do what); a few
 start registries of their own where they need other settings or a second process."""
@@ -691,82 +692,6 @@ def test_catalog_needs_the_catalog_scope_in_a_token(client: httpx.Client,
     response = client.get("/v2/_catalog", headers=bearer(auth_registry.token("alice", PULL_PUSH)))
     assert_challenged(response, auth_registry, scope=CATALOG, error="insufficient_scope",
                       code="DENIED")
-
-
-# --------------------------------------------------------------------------- throttling
-
-
-@dataclass(frozen=True)
-class Throttled:
-    """What a registry allowing 3 failed logins per 120 s answered: `attempts` are dave's
-    wrong passwords, the rest came after them."""
-
-    attempts: list[httpx.Response]
-    right_password: httpx.Response
-    right_password_token: httpx.Response
-    right_password_form: httpx.Response
-    other_user: httpx.Response  # eve, from the same address, never logged in before
-    cached_user: httpx.Response  # ivy, who logged in (successfully) just before the attack
-    anonymous_token: httpx.Response
-    log: str
-
-
-@pytest.fixture(scope="module")
-def throttled(tmp_path_factory: pytest.TempPathFactory) -> Throttled:
-    data_dir = tmp_path_factory.mktemp("throttled") / "data"
-    in_parallel(*(lambda name=name: add_user(data_dir, name, f"{name}-pw")
-                  for name in ("dave", "eve", "ivy")))
-    live = start_auth_registry(data_dir, login_failures=3, login_window=120)
-    try:
-        with httpx.Client(base_url=live.url, timeout=30) as client:
-            ivy = client.get("/v2/", headers=basic("ivy", "ivy-pw"))
-            assert ivy.status_code == 200, ivy.text
-            attempts = []
-            for attempt in range(6):
-                response = client.get("/v2/", headers=basic("dave", f"guess-{attempt}"))
-                attempts.append(response)
-                if response.status_code != 401:
-                    break
-            return Throttled(
-                attempts=attempts,
-                right_password=client.get("/v2/", headers=basic("dave", "dave-pw")),
-                right_password_token=client.get("/token", params={"service": SERVICE},
-                                                headers=basic("dave", "dave-pw")),
-                right_password_form=client.post("/token", data={
-                    "grant_type": "password", "username": "dave", "password": "dave-pw"}),
-                other_user=client.get("/v2/", headers=basic("eve", "eve-pw")),
-                cached_user=client.get("/v2/", headers=basic("ivy", "ivy-pw")),
-                anonymous_token=client.get("/token", params={"service": SERVICE}),
-                log=live.log(),
-            )
-    finally:
-        live.stop()
-
-
-def test_repeated_wrong_passwords_are_throttled(throttled: Throttled) -> None:
-    statuses = [r.status_code for r in throttled.attempts]
-    assert statuses == [401, 401, 401, 429], statuses
-    refusal = throttled.attempts[-1]
-    assert error_codes(refusal) == ["TOOMANYREQUESTS"], refusal.text
-    assert 1 <= int(refusal.headers["retry-after"]) <= 121, refusal.headers
-    # The right password is refused too, on the registry and both token grants, until the
-    # window passes (not waited for here)...
-    for response in (throttled.right_password, throttled.right_password_token,
-                     throttled.right_password_form):
-        assert response.status_code == 429, (response.request.url, response.text)
-        assert error_codes(response) == ["TOOMANYREQUESTS"]
-        assert int(response.headers["retry-after"]) >= 1
-    # ...and so is every other login from that address.
-    assert throttled.other_user.status_code == 429, throttled.other_user.text
-    # Anonymous access needs no login, so it is not throttled.
-    assert throttled.anonymous_token.status_code == 200
-    assert "Traceback" not in throttled.log, throttled.log
-
-
-def test_a_lockout_refuses_logins_answered_from_the_cache(throttled: Throttled) -> None:
-    """ivy logged in just before the lockout of her address: her login is not waved through
-    from memory (auth/throttle.py: after the limit, logins are refused)."""
-    assert throttled.cached_user.status_code == 429, throttled.cached_user.text
 
 
 # --------------------------------------------------------------------------- two processes

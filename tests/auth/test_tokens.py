@@ -97,12 +97,49 @@ def test_tokens_verify_against_the_published_jwks() -> None:
     run(body)
 
 
+def test_no_token_outlives_the_credential_it_was_bought_with() -> None:
+    """A refresh or access token bought with a credential that ends sooner (an ECR
+    authorization token: 12 hours) ends with it; a later one keeps its own lifetime."""
+    async def body(service: TokenService, clock: Clock) -> None:
+        soon = int(clock()) + 3600
+        refresh = await service.verify(service.issue_refresh("alice", "g", not_after=soon),
+                                       kind="refresh")
+        assert refresh.expires_at == soon
+        late = int(clock()) + 10 * REFRESH_TTL
+        assert (await service.verify(service.issue_refresh("alice", "g", not_after=late),
+                                     kind="refresh")).expires_at == int(clock()) + REFRESH_TTL
+        issued = service.issue("alice", [PULL], not_after=int(clock()) + 100)
+        assert issued.expires_in == 100
+        assert (await service.verify(issued.token)).expires_at == int(clock()) + 100
+
+    run(body)
+
+
+def test_refresh_and_login_tokens_without_a_generation_are_refused() -> None:
+    """Tokens that cannot be revoked (minted before generations existed) are not accepted."""
+    async def body(service: TokenService, clock: Clock) -> None:
+        for kind, generation in (("refresh", None), ("login", None), ("refresh", 7),
+                                 ("login", "x" * 65)):
+            now = int(clock())
+            claims = {"iss": ISSUER, "sub": "alice", "aud": SERVICE, "exp": now + 60,
+                      "nbf": now, "iat": now, "jti": "j", "kind": kind}
+            if generation is not None:
+                claims["gen"] = generation
+            await refused(service, signed(service, claims), "token lacks the 'gen' claim",
+                          kind=kind)
+        token, _ = service.issue_login("alice", 60, "gen-2")
+        assert (await service.verify(token, kind="login")).generation == "gen-2"
+
+    run(body)
+
+
 def test_refresh_tokens_round_trip_and_never_pass_as_access_tokens() -> None:
     async def body(service: TokenService, clock: Clock) -> None:
-        refresh = service.issue_refresh("alice")
+        refresh = service.issue_refresh("alice", "gen-1")
         assert "access" not in jwt.decode(refresh, options={"verify_signature": False})
         got = await service.verify(refresh, kind="refresh")
         assert (got.subject, got.kind, got.access) == ("alice", "refresh", ())
+        assert got.generation == "gen-1"
         assert got.expires_at == int(clock()) + REFRESH_TTL
         await refused(service, refresh, "not an access token")
         await refused(service, service.issue("alice", [PULL]).token, "not a refresh token",
