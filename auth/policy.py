@@ -10,12 +10,13 @@ from __future__ import annotations
 import enum
 import fnmatch
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from storage.content.jsontext import JsonInvalid, loads
 
 MAX_POLICY_SIZE = 10 * 1024  # IAM's inline limit; ECR allows 10,240 characters too
 VERSIONS = ("2012-10-17", "2008-10-17")
@@ -108,8 +109,8 @@ class Policy:
         if len(text) > MAX_POLICY_SIZE:
             raise PolicyInvalid(f"policy is longer than {MAX_POLICY_SIZE} characters")
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
+            doc = loads(text)
+        except JsonInvalid as exc:
             raise PolicyInvalid(f"policy is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise PolicyInvalid("policy must be a JSON object")

@@ -131,4 +131,7 @@ async def client_gone_handler(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(request, "UNKNOWN", 500, "internal error")
+    # Starlette re-raises after this answer and uvicorn then drops the connection (the
+    # request's body may be half read): say so, or the client's next request on it is reset.
+    return error_response(request, "UNKNOWN", 500, "internal error", None,
+                          {"Connection": "close"})

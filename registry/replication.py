@@ -29,6 +29,7 @@ import httpx
 from registry.queue_worker import BATCH, LEASE_TTL, POLL, counter, retry_delay, work_forever
 from registry.settings import ReplicationDestination, Settings
 from storage.content.digest import Digest
+from storage.content.jsontext import loads
 from storage.content.manifest import Descriptor, parse_manifest
 from storage.errors import DigestInvalid, ManifestUnknown
 from storage.replication import COMPLETE, FAILED, ReplicationStore, Target, queue_name
@@ -152,7 +153,7 @@ class Destination:
         if answer.status_code != 200:
             raise _refused(answer, "token request")
         try:
-            body = answer.json()
+            body = loads(answer.content)  # bounded: the destination may be hostile
             token = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in", 60))
         except (ValueError, AttributeError, TypeError):

@@ -1,4 +1,4 @@
-"""Run the app under uvicorn with graceful shutdown on SIGTERM."""
+"""Run the app under uvicorn with graceful shutdown on SIGTERM, logging with secrets redacted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from types import FrameType
@@ -68,11 +69,58 @@ def refuse_anonymous(settings: Settings) -> str | None:
     )
 
 
-def serve(settings: Settings) -> int:
+# Query and form parameters, `key=value` pairs and JSON members whose name says they hold a
+# secret: our signed URLs' `signature`, S3's `X-Amz-Signature`/`-Credential`/`-Security-Token`,
+# OAuth2's `access_token`/`refresh_token`/`password`, SigV4's `Credential=`/`Signature=`.
+_SECRET_NAME = r"[\w.-]*(?:signature|token|password|passwd|secret|credential)[\w.-]*"
+_REDACTIONS = [
+    (re.compile(rf"(?i)(?<![\w.-])({_SECRET_NAME})(=|%3D)[^&\s\"',;]+"), r"\1\2REDACTED"),
+    (re.compile(rf'(?i)("{_SECRET_NAME}"\s*:\s*)"[^"\\]*(?:\\.[^"\\]*)*"'), r'\1"REDACTED"'),
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 REDACTED"),  # Authorization
+    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "REDACTED"),  # any JWT (our tokens)
+    (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), r"\1:REDACTED@"),  # a URL's password
+]
+
+
+def redact(text: str) -> str:
+    """`text` with every signature, credential and token we can recognise replaced."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """On a handler, so it sees every logger's records (uvicorn's access log prints whole
+    query strings, a signed blob URL's signature among them): the message, the traceback and
+    the stack, each redacted once and for every formatter after it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a broken call: the handler reports it as logging always does
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # what every logger propagates to
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())
     # httpx (event delivery, pull-through upstreams) logs every request at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings)
     reason = refuse_anonymous(settings)
     if reason is not None:
         log.error("%s", reason)
@@ -122,6 +170,9 @@ def run_server(app: Starlette, settings: Settings, sock: socket.socket | None = 
         log_level=server.log_level,
         timeout_graceful_shutdown=server.graceful_timeout,
         server_header=False,
+        # X-Forwarded-For / -Proto are believed only from the configured proxies (uvicorn's
+        # default trusts 127.0.0.1, which would let any local process choose its address).
+        forwarded_allow_ips=list(server.trusted_proxies),
         log_config=None,
     )
     runner = DrainingServer(config, app.state.metrics, server.drain_delay)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from storage.content.jsontext import loads
+
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -107,11 +109,15 @@ class Upstream:
                                 f"{type(exc).__name__}") from None
         if answer.status_code != 200:
             return None
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
+        try:  # a hostile upstream's answer is bounded like any JSON we take in
+            body = loads(answer.content)
+            token = body.get("token") or body.get("access_token")
+            lifetime = float(body.get("expires_in", 60))
+        except (ValueError, AttributeError, TypeError):
+            return None
         if not isinstance(token, str):
             return None
-        expires = time.time() + float(body.get("expires_in", 60))
+        expires = time.time() + lifetime
         self._tokens[scope] = (token, expires)
         return {"Authorization": f"Bearer {token}"}
 

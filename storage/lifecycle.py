@@ -23,7 +23,6 @@ preview and the run after it agree.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from storage import paths, records
 from storage.audit import AuditLog
 from storage.content import mediatypes as mt
 from storage.content.digest import Digest
+from storage.content.jsontext import loads
 from storage.content.manifest import parse_manifest
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound, ManifestInvalid, ManifestUnknown, RegistryError
@@ -135,7 +135,7 @@ def _tag_list(selection: dict[str, Any], key: str) -> list[str]:
 def parse(text: str) -> Policy:
     """Parse and validate a lifecycle policy document."""
     try:
-        doc = json.loads(text)
+        doc = loads(text)
     except ValueError:
         raise _invalid("Lifecycle policy is not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list) or not doc["rules"]:

@@ -103,12 +103,11 @@ class ManifestStore:
 
     # -- write ---------------------------------------------------------------------------------
 
-    async def put(self, name: str, reference: str, raw: bytes, content_type: str | None,
-                  extra_tags: Iterable[str] = (),
-                  settings: dict[str, Any] | None = None, cached: bool = False) -> Manifest:
-        """Store a manifest and point its tags at it. `settings` is the repository's settings
-        record: an immutable tag that exists and points elsewhere refuses the whole push.
-        `cached`: a pull-through cache copy, whose blobs and children arrive when pulled."""
+    @staticmethod
+    def check(reference: str, raw: bytes, content_type: str | None,
+              extra_tags: Iterable[str] = ()) -> tuple[Manifest, list[str]]:
+        """A push's manifest and tags, validated without touching storage: a caller that may
+        create the repository for the push checks first, so a refused push stores nothing."""
         tags = [check_tag(t) for t in ([reference] if is_tag(reference) else [])]
         tags += [check_tag(t) for t in extra_tags if t not in tags]
         algorithm = "sha256"
@@ -120,6 +119,17 @@ class ManifestStore:
                 f"manifest digest {manifest.digest} does not match reference {reference}",
                 {"expected": reference, "actual": str(manifest.digest)},
             )
+        return manifest, tags
+
+    async def put(self, name: str, reference: str, raw: bytes, content_type: str | None,
+                  extra_tags: Iterable[str] = (),
+                  settings: dict[str, Any] | None = None, cached: bool = False,
+                  checked: tuple[Manifest, list[str]] | None = None) -> Manifest:
+        """Store a manifest and point its tags at it. `settings` is the repository's settings
+        record: an immutable tag that exists and points elsewhere refuses the whole push.
+        `cached`: a pull-through cache copy, whose blobs and children arrive when pulled.
+        `checked`: what `check` made of these same arguments, if the caller asked first."""
+        manifest, tags = checked or self.check(reference, raw, content_type, extra_tags)
         sweeps = self.blobs.sweeps
         gc_before = await sweeps.repository_state(name)  # before the references are checked
         digest = manifest.digest

@@ -63,6 +63,12 @@ tag record is the truth; an index entry counts only while the tag record still n
 (a crash between the writes leaves a stale entry, never a missing one). Upload sessions are
 global (their record names the repository) so that stale sessions can be found and purged with
 one listing.
+
+A marker's file name is a name's last component plus its suffix, so the name grammar bounds
+components (`MAX_NAME_COMPONENT`, 244 characters) to keep every key component within the 255
+bytes a filesystem allows in one file name (S3 has no such limit, but a key must work on every
+backend). The suffix cannot move down a folder level instead (`<name>/+repository`): `a/`
+sorts after `a-b/` though `a` sorts before `a-b`, and the catalog's order would break.
 """
 
 from __future__ import annotations
@@ -76,6 +82,13 @@ UPLOADS = "uploads"
 IAM = "iam"
 IAM_KINDS = ("users", "groups", "access-keys", "signing-keys")
 CATALOG_SUFFIX = "+repository"
+TEMPLATE_SUFFIX = "+template"
+RULE_SUFFIX = "+rule"
+# The longest file name a filesystem takes (NAME_MAX on Linux, macOS, Windows), and so the
+# longest repository name component whose suffixed markers still fit one.
+FILE_NAME_MAX = 255
+MAX_NAME_COMPONENT = FILE_NAME_MAX - max(map(len, (CATALOG_SUFFIX, TEMPLATE_SUFFIX,
+                                                   RULE_SUFFIX)))
 
 
 def blob(digest: Digest) -> str:
@@ -206,9 +219,6 @@ def layers(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_layers/"
 
 
-RULE_SUFFIX = "+rule"
-
-
 def pull_through_rules() -> str:
     return "pull-through/"
 
@@ -234,7 +244,6 @@ def lease(job: str) -> str:
 
 
 TEMPLATES = "templates"
-TEMPLATE_SUFFIX = "+template"
 
 
 def templates() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from storage.content.jsontext import loads
 from storage.errors import StorageUnavailable
 
 MAX_RECORD = 64 * 1024
@@ -16,7 +17,7 @@ def dump(record: dict[str, Any]) -> bytes:
 
 def load(data: bytes, key: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = loads(data)
     except ValueError:
         raise StorageUnavailable(f"corrupt record at {key}") from None
     if not isinstance(value, dict):

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from auth.actions import repository_arn
@@ -22,6 +22,7 @@ from registry.auth import client_address, services
 from registry.ecr import errors
 from registry.settings import Settings
 from registry.v2.common import read_bounded
+from storage.content.jsontext import JsonInvalid, loads
 from storage.content.names import check_name
 from storage.errors import RegistryError, SizeInvalid
 from storage.store import Store
@@ -176,10 +177,10 @@ async def handle(request: Request) -> Response:
         limiter.check(name, f"user:{caller.user}" if caller.user and services(request)
                       else f"address:{client_address(request)}")
         try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            raise errors.EcrError("SerializationException", "request body is not JSON") \
-                from None
+            params = loads(body or b"{}")
+        except JsonInvalid as exc:
+            raise errors.EcrError("SerializationException",
+                                  f"request body is not JSON we accept: {exc}") from None
         if not isinstance(params, dict):
             raise errors.EcrError("SerializationException", "request body must be an object")
         settings: Settings = request.app.state.settings
@@ -195,6 +196,13 @@ async def handle(request: Request) -> Response:
     except RegistryError as exc:
         type_, status = errors.lookup(exc)
         return _error(type_, exc.message, status)
+    except ClientDisconnect:
+        raise  # nobody is left to answer (the app's handler notes it)
+    except Exception:
+        # Still the control plane's answer, in AWS's shape (SDKs retry a ServerException).
+        log.exception("unhandled error in ECR %s", request.headers.get("x-amz-target", "")[:100])
+        type_, status = errors.UNEXPECTED
+        return _error(type_, "internal error", status)
 
 
 async def _authenticate(request: Request, body: bytes, operation: str) -> Caller:

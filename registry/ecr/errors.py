@@ -51,8 +51,12 @@ ECR_ERRORS: dict[type[Exception], tuple[str, int]] = {
 }
 
 
+# Whatever the table does not name, down to errors nobody expected.
+UNEXPECTED = ("ServerException", 500)
+
+
 def lookup(exc: Exception) -> tuple[str, int]:
     for cls in type(exc).__mro__:
         if cls in ECR_ERRORS:
             return ECR_ERRORS[cls]
-    return ("ServerException", 500)
+    return UNEXPECTED

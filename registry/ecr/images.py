@@ -304,8 +304,10 @@ async def put_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
             "ImageDigestDoesNotMatchException",
             f"Invalid parameter at 'imageDigest': the manifest's digest is {actual}, not "
             f"{given}")
-    settings = await context.for_push(name)
     manifests = context.store.manifests
+    extra_tags = (tag,) if tag is not None else ()
+    checked = manifests.check(str(actual), raw, media_type, extra_tags)  # before storing
+    settings = await context.for_push(name)
     exists = await manifests.revision_record(name, actual) is not None
     if exists and (tag is None or await manifests.tag_digest(name, tag) == actual):
         described = f"digest '{actual}'" + (f" and tag '{tag}'" if tag else "")
@@ -313,8 +315,8 @@ async def put_image(context: Context, params: dict[str, Any]) -> dict[str, Any]:
             "ImageAlreadyExistsException",
             f"Image with {described} already exists in the repository with name '{name}' in "
             f"registry with id '{context.account}'")
-    manifest = await manifests.put(name, str(actual), raw, media_type,
-                                   (tag,) if tag is not None else (), settings)
+    manifest = await manifests.put(name, str(actual), raw, media_type, extra_tags, settings,
+                                   checked=checked)
     identifier = {"imageDigest": str(actual)}
     if tag is not None:
         identifier["imageTag"] = tag

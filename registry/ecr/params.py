@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.ecr import errors
 from storage.content.digest import Digest
-from storage.content.names import check_name
+from storage.content.names import check_components, check_name
 from storage.errors import DigestInvalid, NameInvalid
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ def repository_name(params: dict[str, Any], key: str = "repositoryName") -> str:
     value = params.get(key)
     if not isinstance(value, str) or not 2 <= len(value) <= 256:
         raise errors.invalid(f"{key} must be a string of 2 to 256 characters")
+    try:
+        check_components(value)
+    except NameInvalid as exc:
+        raise errors.invalid(f"Invalid parameter at '{key}': {exc.message}") from None
     try:
         return check_name(value)
     except NameInvalid:

@@ -25,6 +25,8 @@ from registry.ecr.params import (
     resource_tags,
 )
 from storage import lifecycle
+from storage.content.names import check_components
+from storage.errors import NameInvalid
 from storage.templates import ROOT, normalise
 
 if TYPE_CHECKING:
@@ -54,6 +56,10 @@ def prefix(value: Any, key: str = "prefix") -> str:
             f"Invalid parameter at '{key}' failed to satisfy constraint: 'must satisfy regular "
             "expression '^([a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(\\/[a-z0-9]+((\\.|_|__|-+)"
             "[a-z0-9]+)*)*\\/?|ROOT)$''")
+    try:
+        check_components(value)  # a prefix of names: the same limit on its components
+    except NameInvalid as exc:
+        raise errors.invalid(f"Invalid parameter at '{key}': {exc.message}") from None
     return normalise(value)
 
 

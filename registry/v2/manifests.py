@@ -32,11 +32,13 @@ async def put_manifest(request: Request) -> Response:
     tags = request.query_params.getlist("tag") if not is_tag(reference) else []
     if len(tags) > MAX_TAGS_PER_PUT:
         raise TagInvalid(f"at most {MAX_TAGS_PER_PUT} tag parameters per request")
+    content_type = request.headers.get("content-type")
+    manifests = store(request).manifests
+    checked = manifests.check(reference, raw, content_type, tags)  # before anything is stored
     settings = await store(request).repositories.for_push(
         name, lambda: require_create(request, name))
-    manifest = await store(request).manifests.put(
-        name, reference, raw, request.headers.get("content-type"), tags, settings
-    )
+    manifest = await manifests.put(name, reference, raw, content_type, tags, settings,
+                                   checked=checked)
     headers = {
         "Location": url_path(request, "manifest", name=name, reference=str(manifest.digest)),
         "Docker-Content-Digest": str(manifest.digest),

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from storage.content import mediatypes as mt
 from storage.content.digest import Digest
+from storage.content.jsontext import JsonInvalid, loads
 from storage.errors import DigestInvalid, ManifestInvalid
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+# The largest blob a descriptor may declare: S3's object size limit (5 TiB), the most any of
+# our backends can hold portably (and far beyond ECR's own layer limit, about 52,000 MiB). The
+# sum of every size a 4 MiB manifest can list then stays below 2**63, so ECR's
+# imageSizeInBytes (a Long) cannot overflow either.
+MAX_DESCRIPTOR_SIZE = 5 * 1024**4
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,8 @@ def parse_manifest(raw: bytes, content_type: str | None, algorithm: str = "sha25
     if header_type in mt.SCHEMA1:
         raise _schema1()
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads(raw)
+    except JsonInvalid as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
@@ -162,6 +167,9 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise ManifestInvalid(f"{where}.digest is required")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestInvalid(f"{where}.size must be a non-negative integer")
+    if size > MAX_DESCRIPTOR_SIZE:
+        raise ManifestInvalid(f"{where}.size is larger than any blob can be "
+                              f"({MAX_DESCRIPTOR_SIZE} bytes)")
     try:
         digest = Digest.parse(digest_text)
     except DigestInvalid as exc:

@@ -4,6 +4,10 @@ Writes go to a hidden temporary file in the target directory, are fsynced, then 
 place, so a reader or a crash sees the old object or the new one. Appends take an exclusive
 `flock` on the object for the whole request, which makes one appender per upload hold across
 several processes sharing the directory.
+
+Files are created 0600 and folders (the root too, when created here) 0700: password hashes,
+sealed secrets and signing keys are among the objects, the driver cannot tell which, and only
+the registry's own user (its workers, commands, replicas on the host) reads the tree.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
 READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+SEALED_MODE = 0o400  # a completed upload: no appends (appenders check the write bit)
 # Temporary names: unique across processes sharing the folder (pid plus a random nonce, as pids
 # repeat across containers) without a random draw per write.
 _TMP_NONCE = secrets.token_hex(4)
@@ -46,7 +53,7 @@ class FilesystemDriver:
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
                  max_threads: int = 32, metadata_threads: int = 4) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        _make_folders(self.root)
         self.fsync = fsync
         # The one thread boundary of this driver, in two lanes. Small calls (stat, a record's
         # read or write, put_ordered) take microseconds: a few threads do them all, and more
@@ -121,10 +128,10 @@ class FilesystemDriver:
         tmp = path.parent / _temp_name()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            fd = os.open(tmp, flags, 0o644)
+            fd = os.open(tmp, flags, FILE_MODE)
         except FileNotFoundError:  # the first object in its folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+            _make_folders(path.parent)
+            fd = os.open(tmp, flags, FILE_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -283,12 +290,12 @@ class FilesystemDriver:
     def _open_append(self, key: str, offset: int) -> int:
         path = self._path(key)
         if offset == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(path.parent)
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         else:
             flags = os.O_WRONLY | os.O_APPEND
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = os.open(path, flags, FILE_MODE)
         except (FileNotFoundError, PermissionError):
             # PermissionError: sealed (read-only), when not running as root
             raise KeyNotFound(key) from None
@@ -328,7 +335,7 @@ class FilesystemDriver:
             if st.st_size != size:
                 raise OffsetMismatch(key, st.st_size)
             # Appenders check the write bit under the same lock (root ignores modes on open).
-            os.fchmod(fd, 0o444)
+            os.fchmod(fd, SEALED_MODE)
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -348,7 +355,7 @@ class FilesystemDriver:
                 raise KeyBusy(src) from None
             if self.fsync:
                 os.fsync(fd)
-            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(dst_path.parent)
             os.replace(src_path, dst_path)
         finally:
             os.close(fd)
@@ -380,6 +387,18 @@ def _writev(fd: int, batch: list[bytes], observe: Observer | None) -> int:
         if written:
             buffers[0] = memoryview(buffers[0])[written:]
     return total
+
+
+def _make_folders(path: Path) -> None:
+    """A folder and its missing parents, each FOLDER_MODE (os.makedirs: the default mode)."""
+    try:
+        os.mkdir(path, FOLDER_MODE)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _make_folders(path.parent)
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another writer
+            os.mkdir(path, FOLDER_MODE)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -76,7 +76,8 @@ def test_digest_of() -> None:
 
 
 @pytest.mark.parametrize("name", [
-    "a", "a/b/c", "a.b_c__d-e--f", "0a", "library/ubuntu", "a---b", "x" * 255,
+    "a", "a/b/c", "a.b_c__d-e--f", "0a", "library/ubuntu", "a---b", "x" * 244,
+    "/".join(["x" * 127] * 2),
 ])
 def test_check_name_accepts(name: str) -> None:
     assert check_name(name) == name
@@ -84,7 +85,7 @@ def test_check_name_accepts(name: str) -> None:
 
 @pytest.mark.parametrize("name", [
     "", "A", "a//b", "/a", "a/", "-a", "a_", "a/_b", "a___b", "a..b", "a.", "a b", "a:b",
-    "x" * 256,
+    "x" * 256, "x" * 245, "x" * 255, "a/" + "x" * 245,  # a component a file name can't hold
 ])
 def test_check_name_rejects(name: str) -> None:
     with pytest.raises(NameInvalid):
