@@ -1,0 +1,1 @@
+"""Fuzzing the registry's HTTP surface from its OpenAPI description (docs/openapi.yaml)."""
