@@ -166,7 +166,7 @@ def summed_registry() -> CollectorRegistry:
     """Every process's metrics, summed (prometheus-client's multi-process mode: the files in
     PROMETHEUS_MULTIPROC_DIR, read at each collection)."""
     summed = CollectorRegistry()
-    MultiProcessCollector(summed)
+    MultiProcessCollector(summed)  # type: ignore[no-untyped-call]  # unannotated upstream
     return summed
 
 

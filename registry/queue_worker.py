@@ -20,8 +20,11 @@ BATCH = 100
 
 
 class Retries(Protocol):
-    backoff: float
-    max_backoff: float
+    # Read-only: the settings that satisfy it are frozen dataclasses.
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def max_backoff(self) -> float: ...
 
 
 def retry_delay(settings: Retries, attempts: int) -> float:

@@ -93,7 +93,7 @@ def multiprocess_metrics(directory: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 Worker = Callable[[socket.socket, SharedLimits | None], int]
@@ -205,7 +205,7 @@ class Supervisor:
             started, slot = worker
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(pid)  # its live gauges (requests in flight) go
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # its live gauges go
             if self.limits is not None:
                 self.limits.forget_worker(slot)  # its uploads in flight are over
             if self.stopping:

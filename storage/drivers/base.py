@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-Observer = Callable[[bytes], object]
+Observer = Callable[[bytes | memoryview], object]  # hashlib's update takes either
 
 
 @dataclass(frozen=True, slots=True)
