@@ -28,7 +28,8 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
     catalog/
       <name>+repository                        one marker per repository, for the catalog listing
     iam/
-      users/<name>                             user record (password hash, groups, policies)
+      users/<name>                             user record (password hash, groups, policies,
+                                               disabled, the tokens' credential generation)
       groups/<name>                            group record (policies)
       access-keys/<id>                         access key (user, encrypted secret)
       signing-keys/<kid>                       token signing key (encrypted private key)
