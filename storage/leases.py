@@ -12,7 +12,7 @@ import uuid
 
 from storage import paths, records
 from storage.drivers.base import Driver
-from storage.errors import KeyNotFound
+from storage.errors import KeyBusy, KeyNotFound
 
 
 class Leases:
@@ -36,7 +36,10 @@ class Leases:
             return True
         if float(current.get("until", 0)) > now:
             return False
-        await self.driver.delete(key)
+        try:
+            await self.driver.delete(key)
+        except KeyBusy:  # another replica is taking the lapsed lease this very moment
+            return False
         return await self.driver.put_if_absent(key, record)
 
     async def release(self, job: str) -> None:

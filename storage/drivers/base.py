@@ -48,7 +48,8 @@ class Driver(Protocol):
     async def exists(self, key: str) -> bool: ...
 
     async def delete(self, key: str) -> None:
-        """Remove one object; absent is not an error."""
+        """Remove one object; absent is not an error. KeyBusy: another request wrote it at
+        the same moment (it is there, as that request left it)."""
 
     async def delete_many(self, keys: list[str]) -> None:
         """Delete every key (missing ones are fine); batched where the backend can."""

@@ -109,6 +109,9 @@ class _Part:
         self.buffer.close()
 
 
+_CONFLICTS = ("UnknownError", "OperationAborted", "ConditionalRequestConflict")
+
+
 def _precondition_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412")
 
@@ -166,7 +169,7 @@ class S3Driver:
             tcp_keepalive=True,
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self._bare_etags = False  # see _if_match
+        self._bare_etags = False  # see _put_replacing
         self._threads = Threads(max_threads, "s3")
 
     # The one thread boundary of this driver; botocore failures are translated here.
@@ -250,10 +253,25 @@ class S3Driver:
             batch = [{"Key": k} for k in keys[start:start + 1000]]
             response = self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-            errors = response.get("Errors", [])
-            if errors:
-                raise DriverError(f"could not delete {errors[0].get('Key')}: "
-                                  f"{errors[0].get('Code')}")
+            for error in response.get("Errors", []):
+                # RGW answers UnknownError for a key that another request deletes or writes
+                # at the same moment (AWS: success). Gone is what a delete is for; there
+                # again, the other request wrote it (a replica taking a lapsed lease).
+                key, code = str(error.get("Key")), str(error.get("Code"))
+                if not self._exists(key):
+                    continue
+                if code in _CONFLICTS:
+                    raise KeyBusy(key)
+                raise DriverError(f"could not delete {key}: {code}")
+
+    def _exists(self, full: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NotFound", "404"):
+                return False
+            raise
+        return True
 
     async def delete_many(self, keys: builtins.list[str]) -> None:
         if keys:
@@ -396,18 +414,19 @@ class S3Driver:
             raise
         return state
 
-    def _if_match(self, etag: str) -> str:
-        """The `If-Match` value for an ETag as S3 returned it (quoted, as RFC 9110 and AWS
-        have it). Ceph RGW compares the header byte for byte with its unquoted ETag and refuses
-        the quoted form; once a store has done so, this driver sends ETags bare."""
-        return etag.strip('"') if self._bare_etags else etag
-
     def _put_replacing(self, full: str, data: bytes, etag: str, **extra: Any) -> str:
-        """PutObject only while `full` has `etag` (ClientError 412 otherwise); its new ETag."""
+        """PutObject only while `full` has `etag` (ClientError 412 otherwise); its new ETag.
+
+        `If-Match` goes quoted, as S3 returns ETags and RFC 9110 and AWS have it. Ceph RGW
+        compares the header byte for byte with its unquoted ETag and refuses the quoted form:
+        a refusal while the object still has that very ETag is such a store, and from then on
+        this driver sends ETags bare. Decided by the form this request sent, so that requests
+        already in flight when another one finds out are retried too."""
+        bare = self._bare_etags
         try:
-            return self._put(full, data, IfMatch=self._if_match(etag), **extra)
+            return self._put(full, data, IfMatch=etag.strip('"') if bare else etag, **extra)
         except ClientError as exc:
-            if self._bare_etags or not _precondition_failed(exc):
+            if bare or not _precondition_failed(exc):
                 raise
             try:
                 current = self.client.head_object(Bucket=self.bucket, Key=full)["ETag"]
@@ -415,8 +434,8 @@ class S3Driver:
                 raise exc from None
             if current != etag:
                 raise
-            self._bare_etags = True  # refused although unchanged: see _if_match
-            return self._put(full, data, IfMatch=self._if_match(etag), **extra)
+            self._bare_etags = True
+            return self._put(full, data, IfMatch=etag.strip('"'), **extra)
 
     def _save_state(self, full: str, state: _AppendState, create: bool = False) -> None:
         """Write the state record: new (`create`), or replacing the version `state` was read
@@ -440,8 +459,8 @@ class S3Driver:
             if stored.dump() == body:
                 state.etag = stored.etag
                 return
-            if create:
-                raise
+            if create or stored.etag == state.etag:  # refused, yet nobody else wrote
+                raise KeyBusy(full) from None
             raise OffsetMismatch(full, stored.size) from None
         state.etag = etag
 

@@ -607,6 +607,31 @@ async def test_concurrent_appends_never_interleave(driver: Driver, initial: byte
         assert final == initial + payloads[i] * 40, "appends interleaved or both applied"
 
 
+async def test_deletes_of_one_key_at_once_all_succeed(driver: Driver) -> None:
+    """Replicas that find the same lapsed lease delete it at the same moment: a delete whose
+    key another request removed meanwhile has done its job."""
+    for round_ in range(5):
+        await driver.put("leases/job", b"x")
+        await asyncio.gather(*(driver.delete("leases/job") for _ in range(8)))
+        assert not await driver.exists("leases/job"), round_
+
+
+async def test_first_appends_of_a_new_driver_at_once_all_succeed(driver: Driver) -> None:
+    """Uploads to different keys at the same moment, the first this driver instance makes
+    (on S3: its first conditional replaces, while it may still be learning how the store
+    compares ETags): none is refused, each holds its bytes."""
+    datas = [pattern(1000 + i, seed=i) for i in range(8)]
+    sizes = await asyncio.gather(*(driver.append(f"up/first-{i}", 0, stream([data[:500]]))
+                                   for i, data in enumerate(datas)))
+    assert sizes == [500] * len(datas)
+    sizes = await asyncio.gather(*(driver.append(f"up/first-{i}", 500, stream([data[500:]]))
+                                   for i, data in enumerate(datas)))
+    assert sizes == [len(data) for data in datas]
+    for i, data in enumerate(datas):
+        await driver.seal(f"up/first-{i}", len(data))
+        assert await driver.get(f"up/first-{i}") == data
+
+
 @pytest.mark.parametrize("initial", [b"", b"start"], ids=["creating", "extending"])
 async def test_racing_appender_cannot_spoil_the_winner(driver: Driver, initial: bytes,
                                                        known_bug: KnownBug) -> None:
