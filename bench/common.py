@@ -247,6 +247,15 @@ def add_server_args(p: argparse.ArgumentParser, name: str, tmp_dir: str, keep: s
     p.add_argument("--keep-tmp", action="store_true", help=keep)
 
 
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated option's values (argparse type): each one of `allowed`, in its order."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"unknown {what} {bad}; choose from {', '.join(allowed)}")
+    return [x for x in allowed if x in items]
+
+
 def run_guarded(body: Callable[[], None]) -> int:
     """Run body, stop all servers: 0, 1 (error), 130 (Ctrl-C, SIGTERM, SIGHUP if not ignored)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -91,6 +91,7 @@ from common import (
     git_commit,
     log,
     machine_info,
+    parse_list,
     process_tree,
     rgw_missing,
     rgw_version,
@@ -893,19 +894,13 @@ def parse_levels(text: str) -> list[int]:
     return levels
 
 
-def parse_sections(text: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items or any(x not in SECTIONS for x in items):
-        raise argparse.ArgumentTypeError(f"choose from {','.join(SECTIONS)}")
-    return [s for s in SECTIONS if s in items]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Three replicas on one Ceph RGW bucket behind haproxy: steady-state "
                     "throughput and request rate, and failover (a replica killed, one drained).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--only", type=parse_sections, default=list(SECTIONS),
+    p.add_argument("--only", type=lambda t: parse_list(t, SECTIONS, "section"),
+                   default=list(SECTIONS),
                    help=f"sections, comma-separated, from {','.join(SECTIONS)}")
     p.add_argument("--size", type=parse_size, default="128MiB", help="blob of the transfers")
     p.add_argument("--rounds", type=int, default=2, help="transfer rounds (medians)")

@@ -68,6 +68,7 @@ from common import (
     git_commit,
     log,
     machine_info,
+    parse_list,
     rgw_missing,
     rgw_version,
     run_guarded,
@@ -476,14 +477,6 @@ def describe_section(section: str, report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
-
-
-def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in items if x not in allowed]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"unknown {what} {bad}; choose from {', '.join(allowed)}")
-    return [x for x in allowed if x in items]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

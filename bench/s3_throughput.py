@@ -85,6 +85,7 @@ from common import (
     git_commit,
     log,
     machine_info,
+    parse_list,
     process_tree,
     read_text,
     rgw_missing,
@@ -522,14 +523,6 @@ def moto_missing() -> str | None:
     return None
 
 
-def parse_stores(text: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in items if x not in STORES]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"unknown store(s) {bad}; choose from {','.join(STORES)}")
-    return [x for x in STORES if x in items]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Blob push/pull throughput of our registry: S3 (moto_server, Ceph RGW) vs "
@@ -538,7 +531,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=parse_size, default="256MiB",
                    help="blob size; K/M/G are binary (moto_server is CPU-bound: keep it modest)")
     p.add_argument("--rounds", type=int, default=3, help="rounds (medians are reported)")
-    p.add_argument("--stores", type=parse_stores, default=None,
+    p.add_argument("--stores", type=lambda t: parse_list(t, STORES, "store"), default=None,
                    help="stores, comma-separated, from fs,moto,rgw (default: every one "
                         "available here; moto or rgw missing is skipped with a message)")
     p.add_argument("--chunk-size", type=parse_size, default="16MiB",
