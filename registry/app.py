@@ -17,6 +17,7 @@ from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
 from registry.limits import RateLimiter, SharedLimits
+from registry.logs import StartupFailed
 from registry.observability import (
     InstrumentedDriver,
     Metrics,
@@ -81,8 +82,19 @@ def create_app(settings: Settings, shared_limits: SharedLimits | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.auth = await build_auth(settings, store, shared_limits)
-        async with key_refresher(app.state.auth), scheduled_jobs(settings, store, metrics):
+        running = contextlib.AsyncExitStack()
+        try:
+            app.state.auth = await build_auth(settings, store, shared_limits)
+            await running.enter_async_context(key_refresher(app.state.auth))
+            await running.enter_async_context(scheduled_jobs(settings, store, metrics))
+        except Exception as exc:  # one line; the traceback only at debug level
+            log.debug("start-up failed", exc_info=True)
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            log.error("cannot start: %s", message)
+            await running.aclose()
+            await store.close()
+            raise StartupFailed(message) from None
+        async with running:
             yield
         await app.state.pull_through.close()
         await store.close()

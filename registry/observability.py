@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import re
@@ -154,6 +153,12 @@ class Metrics:
         self.job_last_success = Gauge("registry_job_last_success_timestamp_seconds",
                                       "When a periodic job (gc, lifecycle) last succeeded here",
                                       ["job"], registry=r, multiprocess_mode="max")
+        self.connections = Gauge("registry_connections_open", "Client connections open",
+                                 registry=r, multiprocess_mode="livesum")
+        self.connections_ended = Counter("registry_connections_ended",
+                                         "Connections the server refused or closed: over a "
+                                         "cap, past a deadline, a failed TLS handshake",
+                                         ["reason"], registry=r)
         self.draining = False
 
     def exposition(self) -> bytes:
@@ -273,10 +278,9 @@ class RequestMiddleware:
             record["repository"] = repository
         if operation is not None:
             record["operation"] = operation
-        if self.settings.server.log_format == "json":
-            log.info("%s", json.dumps(record, separators=(",", ":")))
-        else:
-            log.info("%s", " ".join(f"{k}={v}" for k, v in record.items() if v is not None))
+        # In JSON lines (registry.logs.JsonLines) the fields are the line's own members.
+        log.info("%s", " ".join(f"{k}={v}" for k, v in record.items() if v is not None),
+                 extra={"fields": record})
 
 
 class InstrumentedDriver:

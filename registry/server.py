@@ -8,8 +8,9 @@ import importlib.util
 import ipaddress
 import logging
 import os
-import re
+import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -17,9 +18,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 from registry.app import create_app
+from registry.connections import Guard, connection_budget, guarded, raise_open_file_limit
 from registry.limits import SharedLimits
+from registry.logs import configure_logging
 from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
+from registry.tls import Tls, TlsError
 
 log = logging.getLogger("registry")
 
@@ -69,114 +73,108 @@ def refuse_anonymous(settings: Settings) -> str | None:
     )
 
 
-# Query and form parameters, `key=value` pairs and JSON members whose name says they hold a
-# secret: our signed URLs' `signature`, S3's `X-Amz-Signature`/`-Credential`/`-Security-Token`,
-# OAuth2's `access_token`/`refresh_token`/`password`, SigV4's `Credential=`/`Signature=`.
-_SECRET_NAME = r"[\w.-]*(?:signature|token|password|passwd|secret|credential)[\w.-]*"
-_REDACTIONS = [
-    (re.compile(rf"(?i)(?<![\w.-])({_SECRET_NAME})(=|%3D)[^&\s\"',;]+"), r"\1\2REDACTED"),
-    (re.compile(rf'(?i)("{_SECRET_NAME}"\s*:\s*)"[^"\\]*(?:\\.[^"\\]*)*"'), r'\1"REDACTED"'),
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 REDACTED"),  # Authorization
-    (re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "REDACTED"),  # any JWT (our tokens)
-    (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), r"\1:REDACTED@"),  # a URL's password
-]
-
-
-def redact(text: str) -> str:
-    """`text` with every signature, credential and token we can recognise replaced."""
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class RedactSecrets(logging.Filter):
-    """On a handler, so it sees every logger's records (uvicorn's access log prints whole
-    query strings, a signed blob URL's signature among them): the message, the traceback and
-    the stack, each redacted once and for every formatter after it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True  # a broken call: the handler reports it as logging always does
-        record.msg, record.args = redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
-
-
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # what every logger propagates to
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-            handler.addFilter(RedactSecrets())
-    # httpx (event delivery, pull-through upstreams) logs every request at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def serve(settings: Settings) -> int:
+    """Run the server; every reason it cannot start is one line on stderr and a non-zero
+    status (2: the settings or the data directory, 1: the port, 3: the app's start-up)."""
     configure_logging(settings)
-    reason = refuse_anonymous(settings)
+    reason = refuse_anonymous(settings) or storage_problem(settings)
     if reason is not None:
         log.error("%s", reason)
         return 2
-    if settings.server.tune_malloc:
-        tune_allocator()
     server = settings.server
+    open_files = raise_open_file_limit()
+    try:
+        tls = Tls(server.tls) if server.tls.cert_file else None
+    except TlsError as exc:
+        log.error("%s", exc)
+        return 2
+    if tls is not None:  # until the running server's TLS watch takes SIGHUP: not a stop
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if server.tune_malloc:
+        tune_allocator()
     storage = settings.storage
     where = (str(Path(storage.filesystem.root).resolve()) if storage.driver == "filesystem"
              else f"s3://{storage.s3.bucket}/{storage.s3.prefix}")
     host = f"[{server.host}]" if ":" in server.host else server.host
+    scheme = "https" if tls is not None else "http"
+    started = f"registry listening on {scheme}://{host}:{server.port}, storage {where} " \
+              f"({storage.driver})"
     if server.workers > 1:
         from registry.workers import serve_workers
 
-        started = (f"registry listening on http://{host}:{server.port}, storage {where} "
-                   f"({storage.driver}), {server.workers} workers")
-        return serve_workers(settings, lambda sock, shared: run_worker(settings, sock, shared),
-                             started)
+        return serve_workers(
+            settings, lambda sock, shared, ready: run_worker(settings, sock, shared, open_files,
+                                                              ready),
+            f"{started}, {server.workers} workers")
+    try:
+        sock = listen_once(server.host, server.port)
+    except OSError as exc:
+        log.error("cannot listen on %s port %d: %s", server.host, server.port,
+                  os.strerror(exc.errno) if exc.errno else exc)
+        return 1
     app = create_app(settings)
     stop_metrics = start_metrics_server(settings, app.state.metrics)
-    log.info("registry listening on http://%s:%d, storage %s (%s)",
-             host, server.port, where, storage.driver)
     try:
-        return run_server(app, settings)
+        return run_server(app, settings, sock, tls, open_files, lambda: log.info("%s", started))
     finally:
+        sock.close()
         if stop_metrics is not None:
             stop_metrics()
 
 
-def run_worker(settings: Settings, sock: socket.socket, shared: SharedLimits | None) -> int:
+def storage_problem(settings: Settings) -> str | None:
+    try:
+        from registry.startup import storage_problem as problem
+    except ImportError:  # TEMPORARY until registry/startup.py lands
+        return None
+    return problem(settings)
+
+
+def listen_once(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+
+
+def run_worker(settings: Settings, sock: socket.socket, shared: SharedLimits | None,
+               open_files: int, ready: Callable[[], None] | None) -> int:
     """One of `server.workers` processes: an app of its own, on its own listening socket,
-    with the rate limits all workers share."""
-    return run_server(create_app(settings, shared), settings, sock)
+    with the rate limits all workers share, and its own TLS context watching the files (the
+    supervisor checked that they load)."""
+    tls = Tls(settings.server.tls) if settings.server.tls.cert_file else None
+    return run_server(create_app(settings, shared), settings, sock, tls, open_files, ready)
 
 
-def run_server(app: Starlette, settings: Settings, sock: socket.socket | None = None) -> int:
-    """Serve until stopped: 0, or 3 when the app could not start (uvicorn's status for it)."""
+def run_server(app: Starlette, settings: Settings, sock: socket.socket, tls: Tls | None = None,
+               open_files: int = 1024, ready: Callable[[], None] | None = None) -> int:
+    """Serve until stopped: 0, or 3 when the app could not start (uvicorn's status for it).
+    `ready` is called once the app has started and the port is served (the start-up line is
+    logged then, so a failed start-up is one line)."""
     server = settings.server
+    guard = Guard(server, tls, connection_budget(server, open_files), app.state.metrics)
+    base: type[asyncio.Protocol]
+    if importlib.util.find_spec("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
     config = uvicorn.Config(
         app,
         host=server.host,
         port=server.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=guarded(base, guard),
         lifespan="on",
         access_log=server.access_log,
-        log_level=server.log_level,
+        log_level=None,  # configure_logging set the levels
         timeout_graceful_shutdown=server.graceful_timeout,
+        timeout_keep_alive=server.idle_timeout,  # type: ignore[arg-type]  # a float works
         server_header=False,
         # X-Forwarded-For / -Proto are believed only from the configured proxies (uvicorn's
         # default trusts 127.0.0.1, which would let any local process choose its address).
         forwarded_allow_ips=list(server.trusted_proxies),
         log_config=None,
     )
-    runner = DrainingServer(config, app.state.metrics, server.drain_delay)
-    runner.run(sockets=None if sock is None else [sock])
+    runner = DrainingServer(config, app.state.metrics, server.drain_delay, guard, ready)
+    runner.run(sockets=[sock])
     return 0 if runner.started else 3
 
 
@@ -185,11 +183,31 @@ class DrainingServer(uvicorn.Server):
     serving, so a load balancer can take us out) uvicorn's own graceful shutdown starts: stop
     accepting, let in-flight requests finish within `graceful_timeout`, exit."""
 
-    def __init__(self, config: uvicorn.Config, metrics: Metrics, drain_delay: float) -> None:
+    def __init__(self, config: uvicorn.Config, metrics: Metrics, drain_delay: float,
+                 guard: Guard | None = None, ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.metrics = metrics
         self.drain_delay = drain_delay
+        self.guard = guard
+        self.ready = ready
         self._draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.ready is not None:
+            self.ready()
+        if self.started and self.guard is not None:
+            loop = asyncio.get_running_loop()
+            self.guard.start_sweeping(loop)
+            if self.guard.tls is not None:
+                self.guard.tls.watch(loop)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.guard is not None:
+            self.guard.stop()
+            if self.guard.tls is not None:
+                self.guard.tls.stop()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self.drain_delay <= 0:

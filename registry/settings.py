@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import tomllib
 import types
 import typing
@@ -17,12 +18,33 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "REGISTRY_"
+# `REGISTRY_*` names that are someone else's, skipped without a warning: the credential
+# helpers' endpoint, and the variables Kubernetes sets in every pod for a Service named
+# `registry` (REGISTRY_SERVICE_HOST, REGISTRY_PORT=tcp://..., REGISTRY_PORT_5000_TCP_ADDR, ...).
+_FOREIGN_ENV = re.compile(r"REGISTRY_(ENDPOINT_URL|SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT"
+                          r"(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)")
 
 log = logging.getLogger("registry")
 
 
 class SettingsError(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """HTTPS on the registry's port: on when cert_file and key_file are both set."""
+
+    cert_file: str | None = None  # PEM: the server certificate, then its intermediates
+    key_file: str | None = field(default=None, repr=False)  # PEM private key of cert_file
+    # PEM CA certificates: set, a client must present a certificate signed by one of them
+    # (mutual TLS), or the handshake fails.
+    client_ca_file: str | None = None
+    min_version: str = "1.2"  # or "1.3"
+    # Seconds between looks at the files' modification times; a changed certificate (renewed
+    # in place by cert-manager or an ACME client) is served to the next connection. SIGHUP
+    # reloads at once. 0: SIGHUP only.
+    reload_interval: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +74,19 @@ class ServerSettings:
     # X-Forwarded-For names the client (for logs, rate limits, the login throttle, policies'
     # aws:SourceIp). Empty: nobody's is believed, so no client can choose its own address.
     trusted_proxies: tuple[str, ...] = ()
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    # Bounds on every connection, so slow or idle clients cannot hold the server's sockets:
+    # seconds to send a request's headers, seconds a kept-alive connection may sit idle, and
+    # seconds a request body may stop arriving (a stalled upload is ended, its bytes kept for
+    # the client to resume).
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    body_timeout: float = 60.0
+    # Open connections per process, and per client address (the TCP peer: trusted proxies are
+    # not capped); more are closed at once. 0: no cap. The process raises its open-file limit
+    # to the hard limit at start, and max_connections is kept below it.
+    max_connections: int = 10000
+    max_connections_per_address: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +265,8 @@ def load_settings(
         if name.startswith(ENV_PREFIX):
             keys = _env_path(Settings, name[len(ENV_PREFIX):].lower().split("_"))
             if keys is None:
-                log.warning("ignoring environment variable %s: no such setting", name)
+                if not _FOREIGN_ENV.fullmatch(name):
+                    log.warning("ignoring environment variable %s: no such setting", name)
             else:
                 _set(data, keys, value)
     for dotted, value in (overrides or {}).items():
@@ -382,12 +418,29 @@ def _validate(settings: Any, where: str) -> None:
                                 f"{settings.metrics_port}")
         if settings.metrics_port and settings.metrics_port == settings.port:
             raise SettingsError("setting 'server.metrics_port' must differ from 'server.port'")
+        if min(settings.header_timeout, settings.idle_timeout, settings.body_timeout) <= 0:
+            raise SettingsError("settings 'server.header_timeout', 'server.idle_timeout' and "
+                                "'server.body_timeout' must be positive")
+        if min(settings.max_connections, settings.max_connections_per_address) < 0:
+            raise SettingsError("settings 'server.max_connections' and "
+                                "'server.max_connections_per_address' must not be negative")
         for proxy in settings.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise SettingsError(f"setting 'server.trusted_proxies': {proxy[:64]!r} is not "
                                     "an IP address or CIDR") from None
+    if isinstance(settings, TlsSettings):
+        if bool(settings.cert_file) != bool(settings.key_file):
+            raise SettingsError("settings 'server.tls.cert_file' and 'server.tls.key_file' go "
+                                "together")
+        if settings.client_ca_file and not settings.cert_file:
+            raise SettingsError("setting 'server.tls.client_ca_file' needs "
+                                "'server.tls.cert_file' and 'key_file'")
+        if settings.min_version not in ("1.2", "1.3"):
+            raise SettingsError("setting 'server.tls.min_version' must be 1.2 or 1.3")
+        if settings.reload_interval < 0:
+            raise SettingsError("setting 'server.tls.reload_interval' must not be negative")
     if isinstance(settings, StorageSettings):
         from storage.drivers import DRIVERS
 

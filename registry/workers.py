@@ -14,6 +14,7 @@ deadlock the child), and only watches:
 - SIGTERM/SIGINT go to every worker, which drains as a lone server does (`drain_delay`,
   then `graceful_timeout`); the supervisor exits when the last worker has. A second signal is
   passed on as well (uvicorn then stops at once).
+- SIGHUP goes to every worker (each reloads its TLS certificate); nothing stops.
 - A worker that dies is replaced: its in-flight requests are lost, as in a crash, and nothing
   partial becomes visible. One that could not start, or died within `STARTUP_GRACE` seconds of
   its start, stops the whole server instead (a configuration that cannot start would
@@ -96,26 +97,28 @@ def multiprocess_metrics(directory: str) -> None:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
-Worker = Callable[[socket.socket, SharedLimits | None], int]
+# (listening socket, shared limits, what to call once it serves) -> exit status
+Worker = Callable[[socket.socket, SharedLimits | None, Callable[[], None] | None], int]
 
 
 def serve_workers(settings: Settings, run_worker: Worker, started: str) -> int:
-    """Reserve the port (then log `started`), fork `server.workers` processes running
-    `run_worker(listening socket, shared limits)`, watch them; returns the exit status."""
+    """Reserve the port, fork `server.workers` processes running `run_worker(listening socket,
+    shared limits, ready)`, watch them; returns the exit status. The first worker starts
+    alone and the rest once it serves, when `started` is logged: a configuration that cannot
+    start says so once, in the first worker's one line."""
     server = settings.server
     try:
         sock = reserve(server.host, server.port)
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", server.host, server.port, exc.strerror)
         return 1
-    log.info("%s", started)
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     directory = given or tempfile.mkdtemp(prefix="registry-metrics-")
     os.makedirs(directory, exist_ok=True)
     for stale in Path(directory).glob("*.db"):  # files of an earlier run's processes
         stale.unlink(missing_ok=True)
     multiprocess_metrics(directory)
-    supervisor = Supervisor(settings, sock, run_worker)
+    supervisor = Supervisor(settings, sock, run_worker, started)
     try:
         return supervisor.run()
     finally:
@@ -125,8 +128,10 @@ def serve_workers(settings: Settings, run_worker: Worker, started: str) -> int:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, sock: socket.socket, run_worker: Worker) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket, run_worker: Worker,
+                 started: str = "") -> None:
         self.settings = settings
+        self.started = started
         self.sock = sock
         self.run_worker = run_worker
         limits = settings.limits
@@ -149,9 +154,12 @@ class Supervisor:
                           exc.strerror)
                 return 1
             log.info("metrics (all workers) on http://%s:%d/metrics", host, server.metrics_port)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        for _ in range(server.workers):
+        if not self._first_worker():
+            return 0 if self.stopping else COULD_NOT_START
+        log.info("%s", self.started)
+        for _ in range(server.workers - 1):
             self._spawn()
         while self.workers:
             self._wait()
@@ -159,6 +167,33 @@ class Supervisor:
             self._reap()
         log.info("all workers stopped")
         return COULD_NOT_START if self.failed else 0
+
+    def _first_worker(self) -> bool:
+        """Start one worker and wait until it serves (True) or exits (False: it has said why;
+        a signal meanwhile stops it too)."""
+        reader, writer = os.pipe()
+        try:
+            pid = self._spawn(writer)
+            os.close(writer)
+            writer = -1
+            while True:
+                ready, _, _ = select.select([reader], [], [], _POLL)
+                if ready and os.read(reader, 1):
+                    return True
+                if self.pending:
+                    self._pass_on_signals()
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+                if finished or ready:  # exited, or closed the pipe without a word
+                    if not finished:
+                        os.waitpid(pid, 0)
+                    self.workers.pop(pid, None)
+                    if self.limits is not None:
+                        self.limits.forget_worker(0)
+                    return False
+        finally:
+            os.close(reader)
+            if writer >= 0:
+                os.close(writer)
 
     def close(self) -> None:
         if self.metrics_server is not None:
@@ -180,6 +215,9 @@ class Supervisor:
     def _pass_on_signals(self) -> None:
         while self.pending:
             sig = self.pending.pop(0)
+            if sig == signal.SIGHUP:
+                self._signal_all(sig)
+                continue
             if not self.stopping:
                 log.info("%s: stopping %d workers", signal.Signals(sig).name, len(self.workers))
             self.stopping = True
@@ -223,32 +261,34 @@ class Supervisor:
             self.failed = self.stopping = True
             self._signal_all(signal.SIGTERM)
 
-    def _spawn(self) -> None:
+    def _spawn(self, ready_fd: int = -1) -> int:
         supervisor = os.getpid()
         taken = {slot for _, slot in self.workers.values()}
         slot = min(set(range(self.settings.server.workers)) - taken)
         pid = os.fork()
         if pid:
             self.workers[pid] = (time.monotonic(), slot)
-            return
+            return pid
         code = COULD_NOT_START
         try:  # the child never returns into the supervisor's frames
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the TLS watch takes it
             # Signals come from the supervisor only (a terminal's Ctrl-C reaches the whole
             # process group, and a second SIGINT would make uvicorn skip draining), and a
             # worker whose supervisor is killed outright is told to stop.
             os.setpgid(0, 0)
             die_with_parent()
             if os.getppid() != supervisor:  # it died before the request took effect
-                return
+                return 0  # (never returns: the finally exits the process)
             if self.metrics_server is not None:
                 self.metrics_server.socket.close()
             self.sock.close()
             if self.limits is not None:
                 self.limits.worker = slot
             server = self.settings.server
-            code = self.run_worker(listen(server.host, server.port), self.limits)
+            code = self.run_worker(listen(server.host, server.port), self.limits,
+                                   None if ready_fd < 0 else lambda: _say_ready(ready_fd))
         except SystemExit as exc:  # uvicorn's way out when the app cannot start
             code = exc.code if isinstance(exc.code, int) else COULD_NOT_START
         except BaseException:
@@ -256,6 +296,12 @@ class Supervisor:
         finally:
             logging.shutdown()
             os._exit(code)
+
+
+def _say_ready(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"1")
+        os.close(fd)
 
 
 def die_with_parent() -> None:

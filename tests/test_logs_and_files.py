@@ -21,7 +21,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 
 from auth.secrets import generate_secret_key
-from registry.server import RedactSecrets, redact
+from registry.logs import RedactSecrets, redact
 from tests.conftest import LiveRegistry, start_registry
 
 SECRET_KEY = generate_secret_key()

@@ -52,9 +52,12 @@ def test_health_metrics_and_request_ids(tmp_path: Path) -> None:
                        driver="filesystem") or 0) > 0
         assert (metric(text, "registry_http_sent_bytes_total", route="blob") or 0) \
             >= len(image.layers[0])
-        # One JSON line per request, with the id, and never the query string.
-        lines = [json.loads(line.split("registry.requests: ", 1)[1])
-                 for line in live.log().splitlines() if "registry.requests: " in line]
+        # Every line of the log is one JSON object (the start-up line too), and each request
+        # one line with its fields as members: the id, never the query string.
+        every = [json.loads(line) for line in live.log().splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in every)
+        assert any(line["message"].startswith("registry listening on") for line in every)
+        lines = [line for line in every if line["logger"] == "registry.requests"]
         by_id = {record["request_id"]: record for record in lines}
         record = by_id["trace-42.a_b"]
         assert record["route"] == "blob" and record["repository"] == "ops/app"
