@@ -30,5 +30,5 @@ USER registry
 VOLUME ["/data"]
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
-    CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('REGISTRY_SERVER_PORT','5000'), timeout=2)" || exit 1
+    CMD python -c "import os,ssl,urllib.request; tls=bool(os.environ.get('REGISTRY_SERVER_TLS_CERT_FILE')); urllib.request.urlopen('%s://127.0.0.1:%s/readyz' % ('https' if tls else 'http', os.environ.get('REGISTRY_SERVER_PORT','5000')), timeout=2, context=ssl._create_unverified_context() if tls else None)" || exit 1
 CMD ["registry", "serve"]
