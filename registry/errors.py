@@ -79,7 +79,7 @@ async def registry_error_handler(request: Request, exc: Exception) -> Response:
         headers["Content-Range"] = f"bytes */{exc.size}"
     if isinstance(exc, e.UploadOffsetMismatch):
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
-    if isinstance(exc, e.RateLimited):
+    if isinstance(exc, e.RateLimited | e.StorageUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     return error_response(request, code, status, exc.message, exc.detail, headers)
 

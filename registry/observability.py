@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -43,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from registry.errors import error_response
 from registry.limits import RateLimiter
 from registry.settings import Settings
+from storage import paths
 from storage.errors import RateLimited
 
 log = logging.getLogger("registry.requests")
@@ -57,6 +59,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # hex form) instead of a random draw per request. They identify; they guard nothing.
 _ID_PREFIX = secrets.token_hex(8)
 _id_numbers = itertools.count()
+_PROCESS = f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _new_request_id() -> str:
@@ -329,10 +332,16 @@ async def readyz(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     if settings.auth.enabled and request.app.state.auth is None:
         problems.append("signing keys not loaded")
+    driver = request.app.state.store.driver
     try:
-        await asyncio.wait_for(request.app.state.store.driver.exists("registry/ready"), 5)
+        await asyncio.wait_for(driver.exists("registry/ready"), 5)
     except Exception:
         problems.append("storage unreachable")
+    else:
+        if getattr(driver, "write_failure", None):  # writes failed: ready once one works
+            failure = await driver.probe_write(paths.write_probe(_PROCESS))
+            if failure is not None:
+                problems.append(failure)
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready"})

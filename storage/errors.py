@@ -107,6 +107,22 @@ class RateLimited(RegistryError):
 class StorageUnavailable(RegistryError):
     """The backend failed in a way the client did not cause (retryable)."""
 
+    retry_after = 5  # seconds a client had best wait before trying again
+
+
+class StorageFull(StorageUnavailable):
+    """No space left (a full disk, a quota, a bucket quota): writes fail until an operator
+    frees space; reads go on."""
+
+    retry_after = 30
+
+
+class StorageNotWritable(StorageUnavailable):
+    """The backend refuses writes (a read-only mount, a directory owned by another user, an
+    S3 policy): reads may go on."""
+
+    retry_after = 30
+
 
 # Driver-level errors: keys and bytes, no registry meaning.
 

@@ -36,6 +36,8 @@ Keys are `/`-separated and relative to the driver's root (a directory or a bucke
     registry/
       policy                                   the registry policy document
       replication                              the replication configuration (rules)
+      write-probe-<host>-<pid>                 /readyz's write test after writes failed (gone
+                                               again at once)
     gc/
       tombs/sha256/<hex>                       GC is about to delete this blob (storage/sweeps.py)
     pull-through/
@@ -202,6 +204,11 @@ def in_use_mark(name: str, digest: Digest, holder: str) -> str:
 
 def registry_policy() -> str:
     return "registry/policy"
+
+
+def write_probe(process: str) -> str:
+    """`process`: host name and pid, so replicas' probes never meet."""
+    return f"registry/write-probe-{process}"
 
 
 def gc_tomb(digest: Digest) -> str:

@@ -24,7 +24,7 @@ from registry.settings import Settings
 from registry.v2.common import read_bounded
 from storage.content.jsontext import JsonInvalid, loads
 from storage.content.names import check_name
-from storage.errors import RegistryError, SizeInvalid
+from storage.errors import RegistryError, SizeInvalid, StorageUnavailable
 from storage.store import Store
 
 log = logging.getLogger("registry")
@@ -195,7 +195,10 @@ async def handle(request: Request) -> Response:
         return _error(exc.type, exc.message, exc.status, exc.fields)
     except RegistryError as exc:
         type_, status = errors.lookup(exc)
-        return _error(type_, exc.message, status)
+        response = _error(type_, exc.message, status)
+        if isinstance(exc, StorageUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except ClientDisconnect:
         raise  # nobody is left to answer (the app's handler notes it)
     except Exception:

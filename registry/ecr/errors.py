@@ -47,7 +47,7 @@ ECR_ERRORS: dict[type[Exception], tuple[str, int]] = {
     e.ManifestBlobUnknown: ("LayersNotFoundException", 400),
     e.ManifestInvalid: ("InvalidParameterException", 400),
     e.RateLimited: ("ThrottlingException", 400),
-    e.StorageUnavailable: ("ServerException", 500),
+    e.StorageUnavailable: ("ServerException", 503),  # with Retry-After; SDKs retry it
 }
 
 

@@ -27,9 +27,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
+from storage.drivers import fs_errors
 from storage.drivers.base import Observer, Stat
 from storage.drivers.threads import Threads
-from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
+from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch, StorageUnavailable
 
 READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
@@ -53,7 +54,13 @@ class FilesystemDriver:
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
                  max_threads: int = 32, metadata_threads: int = 4) -> None:
         self.root = Path(root).resolve()
-        _make_folders(self.root)
+        # Set when a write failed for want of space or permission (what went wrong); /readyz
+        # is not ready until `probe_write` succeeds.
+        self.write_failure: str | None = None
+        try:
+            _make_folders(self.root)
+        except OSError as exc:
+            raise self._translate(exc) from None
         self.fsync = fsync
         # The one thread boundary of this driver, in two lanes. Small calls (stat, a record's
         # read or write, put_ordered) take microseconds: a few threads do them all, and more
@@ -61,9 +68,26 @@ class FilesystemDriver:
         # PUT, 32 threads 3.4-4.0). Calls that move blob data or may take long (streamed reads
         # and appends, seals and moves with their fsync, scans, listings, batch and recursive
         # deletes) get their own threads, so a slow one never queues the small ones.
-        self._small = Threads(metadata_threads, "fs")
-        self._data = Threads(max_threads, "fs_data")
+        self._small = Threads(metadata_threads, "fs", self._translate)
+        self._data = Threads(max_threads, "fs_data", self._translate)
         self._listings = _ListingCache()
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        translated = fs_errors.translate(exc, self.root)
+        if isinstance(translated, StorageUnavailable):
+            self.write_failure = translated.message
+        return translated
+
+    async def probe_write(self, key: str) -> str | None:
+        """Write and remove a small object at `key`: None when that works (and the failure
+        recorded before is forgotten), else what is wrong."""
+        try:
+            await self.put(key, b"probe")
+            await self.delete(key)
+        except StorageUnavailable as exc:
+            return exc.message
+        self.write_failure = None
+        return None
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -296,9 +320,15 @@ class FilesystemDriver:
             flags = os.O_WRONLY | os.O_APPEND
         try:
             fd = os.open(path, flags, FILE_MODE)
-        except (FileNotFoundError, PermissionError):
-            # PermissionError: sealed (read-only), when not running as root
+        except FileNotFoundError:
             raise KeyNotFound(key) from None
+        except PermissionError:
+            # A sealed (read-only) upload, when not running as root: no longer appendable.
+            # Anything else (a folder this user may not write) is the operator's to fix.
+            with contextlib.suppress(OSError):
+                if offset and not os.stat(path).st_mode & stat.S_IWUSR:
+                    raise KeyNotFound(key) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -28,11 +28,14 @@ _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., An
 
 
 class Threads:
-    def __init__(self, max_threads: int, name: str) -> None:
+    def __init__(self, max_threads: int, name: str,
+                 translate: Callable[[BaseException], BaseException] | None = None) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
         self.max_threads = max_threads
         self.name = name
+        # The driver's table from its exceptions to storage errors, applied in the thread.
+        self.translate = translate
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one token per thread waiting for work
         self._threads: list[threading.Thread] = []
@@ -59,6 +62,8 @@ class Threads:
                 return
             loop, future, fn, args = item
             result, exc = _outcome(fn, args)
+            if exc is not None and self.translate is not None:
+                exc = self.translate(exc)
             del item, fn, args
             # Idle before the caller hears of it: the caller's next call then finds this thread
             # instead of starting another one.
