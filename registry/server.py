@@ -23,6 +23,7 @@ from registry.limits import SharedLimits
 from registry.logs import configure_logging
 from registry.observability import Metrics, start_metrics_server
 from registry.settings import Settings
+from registry.startup import storage_problem
 from registry.tls import Tls, TlsError
 
 log = logging.getLogger("registry")
@@ -120,14 +121,6 @@ def serve(settings: Settings) -> int:
         sock.close()
         if stop_metrics is not None:
             stop_metrics()
-
-
-def storage_problem(settings: Settings) -> str | None:
-    try:
-        from registry.startup import storage_problem as problem
-    except ImportError:  # TEMPORARY until registry/startup.py lands
-        return None
-    return problem(settings)
 
 
 def listen_once(host: str, port: int) -> socket.socket:

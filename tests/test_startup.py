@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,3 +124,53 @@ def test_a_tls_handshake_on_the_plain_port_is_explained_once(tmp_path: Path) -> 
         assert "Invalid HTTP request" not in log
     finally:
         live.stop()
+
+
+def serve_on(data_dir: Path | str, *, prefix: list[str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "registry", "serve", "--data-dir", str(data_dir),
+         "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("a file, not a directory\n")
+    for where in ("/proc/nope", tmp_path / "afile" / "sub", tmp_path / "afile"):
+        proc = serve_on(where)
+        assert proc.returncode == 2, proc.stderr
+        line = one_line(proc)
+        assert str(where) in line and "data directory" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount and to change user")
+def test_a_read_only_data_dir_is_one_line(tmp_path: Path) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)], check=True)
+    try:
+        proc = serve_on(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert proc.returncode == 2
+    line = one_line(proc)
+    assert str(mount) in line and "read-only" in line and f"uid {os.getuid()}" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
+def test_a_data_dir_owned_by_another_user_is_one_line() -> None:
+    """The usual bind-mount mistake: a root-owned directory, the server as uid 10001."""
+    outer = Path(tempfile.mkdtemp(prefix="registry-owner-"))
+    try:
+        outer.chmod(0o755)  # the server's user can reach the directory, not write in it
+        data = outer / "data"
+        data.mkdir(mode=0o755)
+        as_10001 = ["setpriv", "--reuid", "10001", "--regid", "10001", "--clear-groups"]
+        proc = serve_on(data, prefix=as_10001)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = one_line(proc)
+        assert str(data) in line and "uid 10001" in line and "permission denied" in line
+        assert "chown 10001" in line
+        assert list(data.iterdir()) == []
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
