@@ -18,9 +18,10 @@ holds a socket (and a file descriptor) forever, and enough of them starve everyo
 
 TLS is done here rather than by uvicorn, so the caps and the handshake deadline apply before a
 handshake's cost is paid, and so the certificate can change under a running server (`Tls`): a
-connection is admitted as TCP, then upgraded with `loop.start_tls`, then handed to the HTTP
-protocol. The deadlines are checked by one sweep a second over all connections, which costs
-the request path nothing but a timestamp.
+connection is admitted as TCP, then gets asyncio's TLS layer (the one `loop.start_tls` uses,
+put in place at once so no early byte can miss it), then is handed to the HTTP protocol. The
+deadlines are checked by one sweep a second over all connections, which costs the request path
+nothing but a timestamp.
 
 A plain-HTTP port receiving a TLS handshake (every docker, podman and skopeo tries TLS first)
 says once, at warning level, what to do about it, and then only at debug level.
@@ -31,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import time
+from asyncio import sslproto
 from typing import Any
 
 from registry.settings import ServerSettings
@@ -137,8 +140,14 @@ def guarded(base: type[asyncio.Protocol], guard: Guard) -> type[asyncio.Protocol
         _last_data = 0.0
         _cycle: Any = None
         _spoke = False  # any bytes received yet
+        _handshaking = False  # TLS: the layer is in place, its handshake not yet done
 
         def connection_made(self, transport: Any) -> None:
+            if self._handshaking:  # the TLS layer's transport, the handshake done
+                self._handshaking = False
+                self._request_began = self._last_data = time.monotonic()
+                self._start(transport)
+                return
             peer = transport.get_extra_info("peername")
             self._address = str(peer[0]) if peer else ""
             loop = asyncio.get_running_loop()
@@ -155,24 +164,25 @@ def guarded(base: type[asyncio.Protocol], guard: Guard) -> type[asyncio.Protocol
             if guard.tls is None:
                 self._start(transport)
                 return
-            # No bytes to this protocol until start_tls owns the transport (it resumes reading).
-            transport.pause_reading()
-            timeout = max(guard.settings.header_timeout, 1.0)
-            task = loop.create_task(loop.start_tls(
-                transport, self, guard.tls.context, server_side=True,
-                ssl_handshake_timeout=timeout))
-            task.add_done_callback(self._handshake_done)
+            # The TLS layer goes between the transport and this protocol at once, before any
+            # byte is read: the event loop may already hold the ClientHello (uvloop does), and
+            # `loop.start_tls` would install its layer only on a later turn of the loop.
+            self._handshaking = True
+            waiter = loop.create_future()
+            waiter.add_done_callback(self._handshake_done)
+            layer = sslproto.SSLProtocol(
+                loop, self, guard.tls.context, waiter, server_side=True,
+                ssl_handshake_timeout=max(math.ceil(guard.settings.header_timeout), 1))
+            transport.set_protocol(layer)
+            layer.connection_made(transport)
 
-        def _handshake_done(self, task: asyncio.Task[Any]) -> None:
-            if task.cancelled() or task.exception() is not None or task.result() is None:
-                exc = None if task.cancelled() else task.exception()
+        def _handshake_done(self, waiter: asyncio.Future[Any]) -> None:
+            exc = waiter.exception() if not waiter.cancelled() else None
+            if waiter.cancelled() or exc is not None:
                 log.debug("TLS handshake with %s failed: %s", self._address, exc)
                 guard.ended("tls_handshake")
                 self._tcp.abort()
                 self._forget()
-                return
-            self._request_began = self._last_data = time.monotonic()
-            self._start(task.result())
 
         def _start(self, transport: Any) -> None:
             self._started = True

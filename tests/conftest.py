@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ def free_port() -> int:
 
 @dataclass
 class LiveRegistry:
-    """A `registry serve` subprocess bound to 127.0.0.1."""
+    """A `registry serve` subprocess bound to 127.0.0.1 (or `address`)."""
 
     url: str
     port: int
@@ -59,6 +60,10 @@ class LiveRegistry:
     process: subprocess.Popen[bytes]
     log_path: Path
     backend: str = "filesystem"
+    # The CA its TLS certificate is signed by, when it serves https.
+    ca_file: Path | None = None
+    address: str = "127.0.0.1"
+    client_cert: tuple[Path, Path] | None = None  # (certificate, key) for mutual TLS
     # What it runs with on top of os.environ (secrets among them: kept out of the repr).
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -72,13 +77,23 @@ class LiveRegistry:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client needs to trust it."""
+        if self.ca_file is None:
+            return True
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert is not None:
+            context.load_cert_chain(*self.client_cert)
+        return context
+
     def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=10).text
+        return httpx.get(self.url + "/metrics", timeout=10, verify=self.verify).text
 
     def server_errors(self) -> dict[tuple[str, str, str], float]:
         """The 5xx answers it has counted, by (route, method, status): its own request counter,
@@ -113,13 +128,17 @@ def start_registry(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     config: Path | None = None,
+    ca_file: Path | None = None,
+    address: str = "127.0.0.1",
+    client_cert: tuple[Path, Path] | None = None,
 ) -> LiveRegistry:
-    """Start `registry serve` on a free port and wait until `/v2/` answers."""
+    """Start `registry serve` on a free port and wait until `/v2/` answers (over https,
+    trusting `ca_file`, when given: the settings must name a certificate signed by it)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [
         sys.executable, "-m", "registry", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+        "--host", address, "--port", str(port), "--data-dir", str(data_dir),
     ]
     if config is not None:
         args += ["--config", str(config)]
@@ -129,8 +148,9 @@ def start_registry(
     full_env = {**os.environ, "REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "true", **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca_file else 'http'}://{address}:{port}"
     live = LiveRegistry(url=url, port=port, data_dir=data_dir, process=proc, log_path=log_path,
+                        ca_file=ca_file, address=address, client_cert=client_cert,
                         env={k: v for k, v in full_env.items() if os.environ.get(k) != v})
     _wait_until_serving(live)
     return live
@@ -138,14 +158,16 @@ def start_registry(
 
 def _wait_until_serving(live: LiveRegistry) -> None:
     try:
-        wait_until_answering(live.url + "/v2/", live.process, live.log_path, "registry")
+        wait_until_answering(live.url + "/v2/", live.process, live.log_path, "registry",
+                             verify=live.verify)
     except RuntimeError:
         live.stop()
         raise
 
 
 def wait_until_answering(url: str, process: subprocess.Popen[bytes], log_path: Path,
-                         what: str, timeout: float = 30) -> None:
+                         what: str, timeout: float = 30,
+                         verify: ssl.SSLContext | bool = True) -> None:
     """Until `GET url` answers 200 (or 401); RuntimeError with the tail of the process's log
     when it exits first or time runs out."""
     deadline = time.monotonic() + timeout
@@ -153,7 +175,7 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes], log_path: P
         if process.poll() is not None:
             break
         try:
-            if httpx.get(url, timeout=1).status_code in (200, 401):
+            if httpx.get(url, timeout=1, verify=verify).status_code in (200, 401):
                 return
         except httpx.HTTPError:
             pass
