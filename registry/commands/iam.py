@@ -1,8 +1,9 @@
 """`registry user|group|policy ...`: identities and policies, written straight to the storage
 backend that every replica reads, so running servers see changes without a restart.
 
-Mistakes print `registry: <message>` and exit 1 (2 for usage); a secret goes only to stdout,
-once, when its access key is created."""
+A change prints one line saying what it did; mistakes print `registry: <message>` and exit 1
+(2 for usage). A secret goes only to stdout, once, when its access key is created (the line
+saying so goes to stderr)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ def _arg(*names: str, **options: Any) -> Arg:
 
 
 _NAME = _arg("name", metavar="NAME")
+# Optional only for scripts written when a key was named by its id alone; named, the key must
+# be that user's.
+_OWNER = _arg("name", metavar="NAME", nargs="?",
+              help="the user whose key it is (a key of another user is refused)")
+_KEY_ID = _arg("key_id", metavar="KEYID")
 _PASSWORD = _arg("--password-stdin", action="store_true",
                  help="read the password from stdin (else prompt on the terminal)")
 _MEMBER = (_arg("group", metavar="GROUP"), _arg("user", metavar="USER"))
@@ -89,13 +95,12 @@ _COMMANDS: tuple[tuple[str, Handler, str, tuple[Arg, ...]], ...] = (
     ("user key create", users.key_create, "create an access key and print its secret, once",
      (_NAME,)),
     ("user key delete", users.key_delete,
-     "delete an access key (ends the user's refresh and authorization tokens)",
-     (_arg("key_id", metavar="KEYID"),)),
+     "delete an access key of the user (ends the user's refresh and authorization tokens)",
+     (_OWNER, _KEY_ID)),
     ("user key list", users.key_list, "list a user's access keys", (_NAME,)),
     ("user key update", users.key_update,
-     "activate or deactivate an access key (deactivating ends the user's tokens)",
-     (_arg("key_id", metavar="KEYID"),
-      _arg("--status", choices=("Active", "Inactive"), required=True))),
+     "activate or deactivate an access key of the user (deactivating ends the user's tokens)",
+     (_OWNER, _KEY_ID, _arg("--status", choices=("Active", "Inactive"), required=True))),
     ("group add", users.group_add, "add a group", (_NAME,)),
     ("group remove", users.group_remove, "remove a group (its members leave it)", (_NAME,)),
     ("group list", users.group_list, "list groups, one per line", ()),

@@ -2,7 +2,8 @@
 policies from the command line, on the same storage the servers read.
 
 `preview` prints exactly what `run` would expire now (and the in-use images it spares); `run`
-expires them. Output is JSON lines, one per image."""
+expires them. Output is JSON lines, one per image, and a summary line on stderr; the other
+changes print one line naming what they changed."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _read(path: str) -> str:
 async def put(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
     policy = await store.lifecycle.put_policy(name, _read(args.file))
-    print(f"lifecycle policy of {name}: {len(policy.rules)} rule(s)")
+    print(f"set the lifecycle policy of repository {name}: {len(policy.rules)} rule(s)")
 
 
 async def get(store: Store, args: argparse.Namespace) -> None:
@@ -69,29 +70,30 @@ async def delete(store: Store, args: argparse.Namespace) -> None:
     if await store.lifecycle.policy(name) is None:
         raise CommandError(f"repository {name} has no lifecycle policy")
     await store.lifecycle.delete_policy(name)
+    print(f"deleted the lifecycle policy of repository {name}")
 
 
-def _print(result: Evaluation, verb: str) -> None:
+def _print(name: str, result: Evaluation, verb: str) -> None:
     for decision in result.decisions:
         if decision.expire or decision.protected:
             print(json.dumps({"imageDigest": decision.image.digest,
                               "imageTags": decision.image.tags,
                               "rulePriority": decision.rule,
                               "action": "keep (in use)" if decision.protected else verb}))
-    print(f"{len(result.expiring)} image(s) {verb}, {len(result.protected)} kept in use",
-          file=sys.stderr)
+    print(f"repository {name}: {len(result.expiring)} image(s) {verb}, "
+          f"{len(result.protected)} kept in use", file=sys.stderr)
 
 
 async def preview(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
     text = _read(args.file) if args.file else None
     result = await store.lifecycle.evaluate(name, text)
-    _print(result, "would expire")
+    _print(name, result, "would expire")
 
 
 async def run_policy(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
-    _print(await store.lifecycle.run(name), "expired")
+    _print(name, await store.lifecycle.run(name), "expired")
 
 
 def _digest(value: str) -> Digest:
@@ -103,12 +105,17 @@ def _digest(value: str) -> Digest:
 
 async def protect(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
-    await store.lifecycle.protect(name, _digest(args.digest), args.holder, args.reason or "")
+    digest = _digest(args.digest)
+    await store.lifecycle.protect(name, digest, args.holder, args.reason or "")
+    print(f"marked {digest} in repository {name} in use (holder {args.holder})")
 
 
 async def unprotect(store: Store, args: argparse.Namespace) -> None:
     name = await _repository(store, args)
-    await store.lifecycle.unprotect(name, _digest(args.digest), args.holder)
+    digest = _digest(args.digest)
+    await store.lifecycle.unprotect(name, digest, args.holder)
+    marks = "every in-use mark" if args.holder is None else f"holder {args.holder}'s in-use mark"
+    print(f"removed {marks} on {digest} in repository {name}")
 
 
 async def in_use(store: Store, args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """`registry policy ...`: identity policies of users and groups, repository policies and the
 registry policy. Documents are checked before anything is stored; a refusal names the file and
-the problem."""
+the problem, a change prints one line naming what it changed."""
 
 from __future__ import annotations
 
@@ -27,13 +27,16 @@ async def attach(directory: Directory, args: argparse.Namespace) -> None:
             await directory.attach_group_policy(args.target, text, name)
     except MalformedPolicy as exc:
         raise CommandError(f"{args.file}: {exc}") from None
+    print(f"attached policy {name} to {kind} {args.target}")
 
 
 async def detach(directory: Directory, args: argparse.Namespace) -> None:
-    if await _kind(directory, args) == "user":
+    kind = await _kind(directory, args)
+    if kind == "user":
         await directory.detach_user_policy(args.target, args.policy_name)
     else:
         await directory.detach_group_policy(args.target, args.policy_name)
+    print(f"detached policy {args.policy_name} from {kind} {args.target}")
 
 
 async def list_attached(directory: Directory, args: argparse.Namespace) -> None:
@@ -49,6 +52,7 @@ async def set_repository(directory: Directory, args: argparse.Namespace) -> None
         await directory.set_repository_policy(args.repository, text)
     except MalformedPolicy as exc:
         raise CommandError(f"{args.file}: {exc}") from None
+    print(f"set the policy of repository {args.repository}")
 
 
 async def get_repository(directory: Directory, args: argparse.Namespace) -> None:
@@ -60,6 +64,7 @@ async def get_repository(directory: Directory, args: argparse.Namespace) -> None
 
 async def delete_repository(directory: Directory, args: argparse.Namespace) -> None:
     await directory.delete_repository_policy(args.repository)
+    print(f"deleted the policy of repository {args.repository}")
 
 
 async def set_registry(directory: Directory, args: argparse.Namespace) -> None:
@@ -68,6 +73,7 @@ async def set_registry(directory: Directory, args: argparse.Namespace) -> None:
         await directory.set_registry_policy(text)
     except MalformedPolicy as exc:
         raise CommandError(f"{args.file}: {exc}") from None
+    print("set the registry policy")
 
 
 async def get_registry(directory: Directory, args: argparse.Namespace) -> None:
@@ -81,6 +87,7 @@ async def delete_registry(directory: Directory, args: argparse.Namespace) -> Non
     if await directory.registry_policy() is None:
         raise CommandError("the registry has no policy")
     await directory.set_registry_policy(None)
+    print("deleted the registry policy")
 
 
 async def _kind(directory: Directory, args: argparse.Namespace) -> str:

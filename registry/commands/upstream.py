@@ -37,6 +37,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             if not await store.pull_through.delete_secret(args.name):
                 print(f"registry: no upstream secret named {args.name}", file=sys.stderr)
                 return 1
+            print(f"deleted upstream secret {args.name}")
             return 0
         password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
                     else getpass.getpass("upstream password or token: "))
@@ -45,8 +46,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             json.dumps({"username": args.username, "accessToken": password}).encode(),
             "upstream-secret")
         await store.pull_through.put_secret(args.name, sealed)
+        # stdout is the ARN scripts pass on to a rule; the line saying what happened goes beside.
         print(f"arn:aws:secretsmanager:{settings.auth.region}:{settings.auth.account_id}:secret:"
               f"ecr-pullthroughcache/{args.name}")
+        print(f"stored upstream secret {args.name} (user {args.username})", file=sys.stderr)
         return 0
 
     return run_on_store(settings, work)

@@ -1,4 +1,5 @@
-"""`registry user ...` and `registry group ...`: users, their access keys, groups, members."""
+"""`registry user ...` and `registry group ...`: users, their access keys, groups, members.
+Each change prints one line naming what it changed."""
 
 from __future__ import annotations
 
@@ -14,26 +15,32 @@ from registry.commands.common import CommandError, print_lines
 
 async def user_add(directory: Directory, args: argparse.Namespace) -> None:
     await directory.add_user(args.name, _password(args))
+    print(f"added user {args.name}")
 
 
 async def user_passwd(directory: Directory, args: argparse.Namespace) -> None:
     await directory.set_password(args.name, _password(args))
+    print(f"set the password of user {args.name}")
 
 
 async def user_remove(directory: Directory, args: argparse.Namespace) -> None:
     await directory.remove_user(args.name)
+    print(f"removed user {args.name} and its access keys")
 
 
 async def user_revoke_tokens(directory: Directory, args: argparse.Namespace) -> None:
     await directory.revoke_tokens(args.name)
+    print(f"revoked the refresh and authorization tokens of user {args.name}")
 
 
 async def user_disable(directory: Directory, args: argparse.Namespace) -> None:
     await directory.set_user_enabled(args.name, False)
+    print(f"disabled user {args.name}")
 
 
 async def user_enable(directory: Directory, args: argparse.Namespace) -> None:
     await directory.set_user_enabled(args.name, True)
+    print(f"enabled user {args.name}")
 
 
 async def user_list(directory: Directory, args: argparse.Namespace) -> None:
@@ -42,12 +49,16 @@ async def user_list(directory: Directory, args: argparse.Namespace) -> None:
 
 async def key_create(directory: Directory, args: argparse.Namespace) -> None:
     key = await directory.create_access_key(args.name)
+    # stdout is the JSON scripts parse; the line saying what happened goes beside it.
     print(json.dumps({"UserName": args.name, "AccessKeyId": key.key_id, "Status": "Active",
                       "SecretAccessKey": key.secret}, indent=4))
+    print(f"created access key {key.key_id} for user {args.name}", file=sys.stderr)
 
 
 async def key_delete(directory: Directory, args: argparse.Namespace) -> None:
+    await _check_owner(directory, args)
     await directory.delete_access_key(args.key_id)
+    print(f"deleted access key {args.key_id}{_of(args)}")
 
 
 async def key_list(directory: Directory, args: argparse.Namespace) -> None:
@@ -56,15 +67,32 @@ async def key_list(directory: Directory, args: argparse.Namespace) -> None:
 
 
 async def key_update(directory: Directory, args: argparse.Namespace) -> None:
-    await directory.set_access_key_status(args.key_id, args.status == "Active")
+    await _check_owner(directory, args)
+    active = args.status == "Active"
+    await directory.set_access_key_status(args.key_id, active)
+    print(f"{'activated' if active else 'deactivated'} access key {args.key_id}{_of(args)}")
+
+
+async def _check_owner(directory: Directory, args: argparse.Namespace) -> None:
+    """A key named with its user must be that user's: anyone else's is left alone."""
+    if args.name is None:
+        return
+    if args.key_id not in {key.key_id for key in await directory.list_access_keys(args.name)}:
+        raise CommandError(f"user {args.name!r} has no access key {args.key_id[:40]!r}")
+
+
+def _of(args: argparse.Namespace) -> str:
+    return "" if args.name is None else f" of user {args.name}"
 
 
 async def group_add(directory: Directory, args: argparse.Namespace) -> None:
     await directory.add_group(args.name)
+    print(f"added group {args.name}")
 
 
 async def group_remove(directory: Directory, args: argparse.Namespace) -> None:
     await directory.remove_group(args.name)
+    print(f"removed group {args.name}")
 
 
 async def group_list(directory: Directory, args: argparse.Namespace) -> None:
@@ -73,10 +101,12 @@ async def group_list(directory: Directory, args: argparse.Namespace) -> None:
 
 async def member_add(directory: Directory, args: argparse.Namespace) -> None:
     await directory.add_member(args.group, args.user)
+    print(f"added user {args.user} to group {args.group}")
 
 
 async def member_remove(directory: Directory, args: argparse.Namespace) -> None:
     await directory.remove_member(args.group, args.user)
+    print(f"removed user {args.user} from group {args.group}")
 
 
 async def member_list(directory: Directory, args: argparse.Namespace) -> None:
