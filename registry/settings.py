@@ -40,7 +40,7 @@ class TlsSettings:
     # PEM CA certificates: set, a client must present a certificate signed by one of them
     # (mutual TLS), or the handshake fails.
     client_ca_file: str | None = None
-    min_version: str = "1.2"  # or "1.3"
+    min_version: str = "1.2"  # the oldest TLS version a client may use: "1.2" or "1.3"
     # Seconds between looks at the files' modification times; a changed certificate (renewed
     # in place by cert-manager or an ACME client) is served to the next connection. SIGHUP
     # reloads at once. 0: SIGHUP only.
@@ -49,101 +49,142 @@ class TlsSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
+    # Address to listen on (`--host`); beyond loopback, auth must be enabled or anonymous access
+    # allowed explicitly.
     host: str = "127.0.0.1"
-    port: int = 5000
+    port: int = 5000  # TCP port to listen on (`--port`)
+    # The URL clients reach the registry by, when behind a proxy or load balancer: the token
+    # realm, ECR repository URIs, proxyEndpoint and layer download URLs, and event envelopes
+    # use it. Unset: each request's own URL.
     public_url: str | None = None
-    log_level: str = "info"
-    access_log: bool = False
+    log_level: str = "info"  # the root logger's level: debug, info, warning, error or critical
+    access_log: bool = False  # uvicorn's access log, in its own format (request_log is richer)
+    # Seconds in-flight requests get to finish once the server stops accepting (SIGTERM,
+    # after drain_delay).
     graceful_timeout: int = 30
     # Processes answering requests on the one port (1: the server process itself; more: a
     # supervisor forks them and restarts any that dies).
     workers: int = 1
+    # glibc only: fewer fresh mmap'd pages per request-body chunk (1.6x upload throughput) and
+    # two malloc arenas instead of eight per core; MALLOC_* environment variables win.
     tune_malloc: bool = True
     request_log: bool = False  # one line per request (id, identity, route, status, bytes, ms)
-    log_format: str = "text"  # or "json" (the request log)
+    log_format: str = "text"  # or "json": every log line, the request log's too, as JSON
     read_only: bool = False  # maintenance: writes answer 405 UNSUPPORTED
     # SIGTERM first turns /readyz false and keeps serving this many seconds (so a load
     # balancer stops sending), then stops accepting and lets requests finish.
     drain_delay: int = 0
-    # Prometheus metrics on a port of their own (0: at /metrics on the registry's port);
-    # metrics_host defaults to `host`.
+    # Prometheus metrics on a port of their own (0: at /metrics on the registry's port).
     metrics_port: int = 0
-    metrics_host: str = ""
+    metrics_host: str = ""  # the address metrics_port listens on; empty: `host`
     metrics_refresh: float = 15.0  # seconds between counts of the event/replication queues
     # Addresses or CIDRs of the proxies and load balancers in front of the registry: only their
     # X-Forwarded-For names the client (for logs, rate limits, the login throttle, policies'
     # aws:SourceIp). Empty: nobody's is believed, so no client can choose its own address.
     trusted_proxies: tuple[str, ...] = ()
+    # Certificate files, watched for renewals, and mutual TLS.
     tls: TlsSettings = field(default_factory=TlsSettings)
-    # Bounds on every connection, so slow or idle clients cannot hold the server's sockets:
-    # seconds to send a request's headers, seconds a kept-alive connection may sit idle, and
-    # seconds a request body may stop arriving (a stalled upload is ended, its bytes kept for
-    # the client to resume).
+    # Bounds on every connection, so slow or idle clients cannot hold the server's sockets.
+    # Seconds a client has to send a request's headers (a TLS handshake included).
     header_timeout: float = 10.0
-    idle_timeout: float = 75.0
+    idle_timeout: float = 75.0  # seconds a kept-alive connection may sit idle between requests
+    # Seconds a request body may stop arriving before the connection is ended (a stalled
+    # upload keeps the bytes that came, for the client to resume).
     body_timeout: float = 60.0
-    # Open connections per process, and per client address (the TCP peer: trusted proxies are
-    # not capped); more are closed at once. 0: no cap. The process raises its open-file limit
-    # to the hard limit at start, and max_connections is kept below it.
+    # Open connections per process; more get 503 and are closed at once. 0: no cap. The
+    # process raises its open-file limit to the hard limit at start, and max_connections is
+    # kept below it.
     max_connections: int = 10000
+    # Open connections per client address (the TCP peer: trusted proxies are not capped); more
+    # get 503 and are closed at once. 0: no cap.
     max_connections_per_address: int = 256
 
 
 @dataclass(frozen=True, slots=True)
 class FilesystemSettings:
-    root: str = "./data"
+    root: str = "./data"  # the directory holding everything (`--data-dir`)
+    # fsync every committed object before it becomes visible; off is faster, but a power loss
+    # can then lose or truncate what was just written.
     fsync: bool = True
-    metadata_threads: int = 4  # threads for small calls; blob data uses storage.max_threads
+    # Threads for small calls (stat, records, renames; raise it on NFS); blob data uses
+    # storage.max_threads.
+    metadata_threads: int = 4
 
 
 @dataclass(frozen=True, slots=True)
 class S3Settings:
-    bucket: str = ""
-    prefix: str = ""
+    bucket: str = ""  # the bucket holding everything; required with driver "s3"
+    prefix: str = ""  # key prefix inside the bucket, to share it with other data
+    # The bucket's region; unset: AWS_REGION / AWS_DEFAULT_REGION / the AWS config file.
     region: str | None = None
+    # Only for S3-compatible stores (MinIO, Ceph RGW); unset: AWS's endpoint for the region.
     endpoint_url: str | None = None
-    addressing_style: str = "auto"  # "path" for MinIO / Ceph RGW without wildcard DNS
-    part_size: int = 8 * 1024 * 1024  # doubles every 1000 parts
-    redirect: bool = True  # blob GETs answer 307 to a presigned URL
+    # "auto", "path" or "virtual"; "path" for MinIO / Ceph RGW without wildcard DNS.
+    addressing_style: str = "auto"
+    # Bytes per multipart upload part, at least 5 MiB (S3's minimum), doubling every 1000
+    # parts (5 TiB blobs fit); an upload holds at most two parts in memory.
+    part_size: int = 8 * 1024 * 1024
+    # Blob GETs (without Range) answer 307 to a presigned URL, so layer bytes flow from S3 to
+    # the client; false: blobs stream through the registry (clients that cannot reach S3).
+    redirect: bool = True
+    # Seconds a presigned URL stays valid, at most (temporary credentials may end it sooner).
     redirect_expiry: int = 1200
-    server_side_encryption: str | None = None  # "AES256" or "aws:kms"
-    kms_key_id: str | None = None
+    # "AES256" or "aws:kms" (then kms_key_id); unset: the bucket's default encryption.
+    server_side_encryption: str | None = None
+    kms_key_id: str | None = None  # the KMS key with "aws:kms"; unset: S3's default key
+    # Of every object (blobs, manifests, records alike), e.g. "STANDARD_IA"; unset: STANDARD.
     storage_class: str | None = None
-    access_key_id: str | None = None  # else the standard AWS credential chain
-    secret_access_key: str | None = field(default=None, repr=False)
+    # With secret_access_key; unset (best in production): the standard AWS credential chain.
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)  # access_key_id's secret
+    # With access_key_id and secret_access_key, when those are temporary credentials.
     session_token: str | None = field(default=None, repr=False)
-    max_attempts: int = 6
+    max_attempts: int = 6  # attempts per S3 request (botocore's standard retry mode, back-off)
 
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
-    driver: str = "filesystem"
+    driver: str = "filesystem"  # "filesystem" ([storage.filesystem]) or "s3" ([storage.s3])
+    # False: deleting manifests and tags is refused (the v2 API's DELETE, BatchDeleteImage).
     delete_enabled: bool = True
+    # The driver's bounded threads for blocking I/O (filesystem: blob data; S3: boto3 calls in
+    # flight, and the size of its connection pool).
     max_threads: int = 32
+    # For driver "filesystem": one directory, which replicas may share.
     filesystem: FilesystemSettings = field(default_factory=FilesystemSettings)
-    s3: S3Settings = field(default_factory=S3Settings)
+    s3: S3Settings = field(default_factory=S3Settings)  # for driver "s3": one bucket
 
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
+    # Require credentials (tokens, Basic, SigV4) and authorise every request by the IAM
+    # policies; needs secret_key.
     enabled: bool = False
-    # Serving anonymously on a non-loopback address needs this said explicitly.
+    # Serving anonymously on a non-loopback address needs this said explicitly
+    # (`--allow-anonymous`).
     allow_anonymous: bool = False
     account_id: str = "000000000000"  # the 12-digit registry id (ECR registryId)
-    region: str = "us-east-1"
+    region: str = "us-east-1"  # the region of ARNs, and the one SigV4 signatures must name
     service: str = "registry"  # the token audience clients name in `service=`
-    issuer: str = "registry-token-issuer"
-    realm: str | None = None  # token endpoint URL; default <public_url or request URL>/token
-    token_ttl: int = 300
+    issuer: str = "registry-token-issuer"  # the tokens' `iss` claim
+    # The token endpoint URL clients are sent to; unset: public_url (else the request's URL)
+    # followed by /token.
+    realm: str | None = None
+    token_ttl: int = 300  # seconds an access token from /token lives (at least 10)
+    # Seconds a refresh token (docker's identitytoken) lives, at least token_ttl.
     refresh_token_ttl: int = 7 * 24 * 3600
-    signing_algorithm: str = "ES256"  # or RS256
-    # base64 of 32 bytes: encrypts access-key secrets and signing keys at rest
+    signing_algorithm: str = "ES256"  # of the tokens' signatures: ES256 or RS256
+    # base64 of 32 bytes: encrypts access-key secrets and signing keys at rest; every replica
+    # needs the same one.
     secret_key: str | None = field(default=None, repr=False)
-    # Failed logins per (user, source address) within the window, then 429 for that pair; and,
-    # more loosely, per source address for all users together. A right password from an
-    # address that has not been failing is never refused for someone else's failures.
+    # Failed logins per (user, source address) within login_window, then 429 for that pair. A
+    # right password from an address that has not been failing is never refused for someone
+    # else's failures.
     login_failures: int = 5
+    # Failed logins per source address, for all users together, then 429 for the address.
     login_address_failures: int = 50
+    # Seconds in which failures count; a throttled pair then gets one more try every
+    # login_window / login_failures seconds.
     login_window: int = 300
 
 
@@ -167,29 +208,34 @@ class GcSettings:
     # Seconds between garbage collections (one replica runs each, holding a lease); 0: never
     # on a schedule (`registry gc` remains).
     interval: int = 86400
-    grace: int = 3600  # nothing written more recently than this is collected
-    upload_max_age: int = 86400  # upload sessions older than this are purged
+    grace: int = 3600  # seconds: nothing written more recently is collected
+    upload_max_age: int = 86400  # seconds: upload sessions older than this are purged
     delete_untagged: bool = True  # untagged manifests nothing holds on to are garbage
     keep_referrers: bool = True  # referrers (signatures, SBOMs) live as long as their subject
 
 
 @dataclass(frozen=True, slots=True)
 class EventEndpoint:
+    # Required and unique: letters, digits, ._-; names the queue (`registry events list NAME`).
     name: str = ""
-    url: str = ""
-    format: str = "eventbridge"  # or "distribution" (Distribution's notification envelope)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry secrets
-    timeout: float = 5.0
+    url: str = ""  # the http(s) URL events are POSTed to
+    # "eventbridge" (EventBridge's ECR Image Action) or "distribution" (Distribution's
+    # notification envelope).
+    format: str = "eventbridge"
+    # Sent with every delivery, e.g. {Authorization = "Bearer ..."}; may carry secrets.
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = 5.0  # seconds per network operation (connect, a read, a write)
     repositories: tuple[str, ...] = ()  # wildcard patterns (`team/*`); empty: every one
     actions: tuple[str, ...] = ()  # PUSH, DELETE; empty: both
-    max_attempts: int = 10  # then the event goes to the endpoint's dead-letter list
+    max_attempts: int = 10  # deliveries tried, then the event goes to the dead-letter list
     backoff: float = 1.0  # seconds before the first retry, doubled each time
-    max_backoff: float = 300.0
+    max_backoff: float = 300.0  # the longest wait between retries, in seconds
 
 
 @dataclass(frozen=True, slots=True)
 class EventsSettings:
-    # TOML: [[events.endpoints]] tables; environment: REGISTRY_EVENTS_ENDPOINTS as a JSON list.
+    # Where events go. TOML: [[events.endpoints]] tables; environment:
+    # REGISTRY_EVENTS_ENDPOINTS as a JSON list.
     endpoints: tuple[EventEndpoint, ...] = ()
 
 
@@ -198,22 +244,23 @@ class ReplicationDestination:
     """Another registry images are copied to, standing in for ECR's (region, registryId)
     destination: PutReplicationConfiguration names it by those two."""
 
+    # Required and unique: letters, digits, ._-; its queue is `replicate.NAME`.
     name: str = ""
-    region: str = ""
-    registry_id: str = ""  # 12 digits
+    region: str = ""  # the region replication rules name it by: 2 to 25 of [0-9a-z-]
+    registry_id: str = ""  # the registryId replication rules name it by: 12 digits
     url: str = ""  # the destination registry's base URL (its /v2/ API)
     username: str | None = None  # Basic credentials, also for its token endpoint
-    password: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)  # username's password
     timeout: float = 60.0  # seconds per network operation (connect, a read, a write)
-    max_attempts: int = 10  # then the job goes to the dead-letter list: status FAILED
+    max_attempts: int = 10  # deliveries tried, then the job is dead-lettered: status FAILED
     backoff: float = 1.0  # seconds before the first retry, doubled each time
-    max_backoff: float = 300.0
+    max_backoff: float = 300.0  # the longest wait between retries, in seconds
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicationSettings:
-    # TOML: [[replication.destinations]] tables; environment: REGISTRY_REPLICATION_DESTINATIONS
-    # as a JSON list.
+    # The registries replication rules may name. TOML: [[replication.destinations]] tables;
+    # environment: REGISTRY_REPLICATION_DESTINATIONS as a JSON list.
     destinations: tuple[ReplicationDestination, ...] = ()
 
 
@@ -222,7 +269,9 @@ class LimitsSettings:
     enabled: bool = False  # rate limits per identity (or address) and API class, per replica
     scale: float = 1.0  # multiplies ECR's published rates (the defaults)
     burst_seconds: float = 2.0  # a bucket holds this many seconds' worth of requests
-    rates: dict[str, float] = field(default_factory=dict)  # per class, e.g. {PutImage = 50}
+    # Requests per second for some classes, instead of ECR's rates (and not scaled): e.g.
+    # {PutImage = 50}.
+    rates: dict[str, float] = field(default_factory=dict)
     max_concurrent_uploads: int = 0  # upload requests in flight per replica; 0: no cap
 
 
@@ -233,15 +282,25 @@ class PullThroughSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # The HTTP(S) listener: address, processes, logging, metrics, bounds on connections.
     server: ServerSettings = field(default_factory=ServerSettings)
+    # Where blobs, manifests and every record live: a directory or an S3 bucket.
     storage: StorageSettings = field(default_factory=StorageSettings)
+    # Authentication (Docker tokens, Basic, SigV4) and IAM-style policies.
     auth: AuthSettings = field(default_factory=AuthSettings)
+    # How repositories come to exist.
     repositories: RepositoriesSettings = field(default_factory=RepositoriesSettings)
+    # The schedule of lifecycle policy runs.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    # Garbage collection: its schedule, and what counts as garbage.
     gc: GcSettings = field(default_factory=GcSettings)
+    # Endpoints that push and delete events are delivered to.
     events: EventsSettings = field(default_factory=EventsSettings)
+    # Pull-through cache repositories.
     pull_through: PullThroughSettings = field(default_factory=PullThroughSettings)
+    # Rate limits per identity and API class, and the cap on uploads in flight.
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    # The registries replication rules copy images to.
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
 
