@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import http.client
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -34,10 +32,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The `X as X` imports live in common and are re-exported (mypy strict) for the other bench
+# scripts that import them from here.
+from common import CURL as CURL
 from common import (
     DISTRIBUTION,
     OURS,
@@ -54,16 +54,19 @@ from common import (
     registry_specs,
     run_guarded,
     run_quiet,
-    stat_fields,
     write_report,
 )
+from common import MB as MB
+from common import Blob as Blob
+from common import GiB as GiB
+from common import KiB as KiB
+from common import MiB as MiB
+from common import cpu_seconds as cpu_seconds
+from common import fmt_size as fmt_size
+from common import make_blob as make_blob
+from common import parse_size as parse_size
+from common import verify_pull as verify_pull
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
-MB = 1_000_000  # throughput unit: MB/s = 10**6 bytes per second
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_INTERVAL = 0.05  # seconds between /proc samples of the server process tree
 
 PUSH_OPS = ("push-monolithic", "push-chunked")
@@ -78,45 +81,8 @@ DISTRIBUTION_LOG = """\
 
 
 # --------------------------------------------------------------------------------------
-# Sizes
+# /proc helpers: client CPU, RSS (cpu_seconds, process_tree and stat_fields are in common.py)
 # --------------------------------------------------------------------------------------
-
-_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Parse '1GiB', '1G', '256M', '64MiB', '4096' (K/M/G/T are binary: 1M = 2**20)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (examples: 1G, 256M, 64MiB)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return n
-
-
-def fmt_size(n: int) -> str:
-    for unit, mult in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= mult:
-            v = n / mult
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.2f} {unit}"
-    return f"{n} B"
-
-
-# --------------------------------------------------------------------------------------
-# /proc helpers: CPU time, RSS (process_tree and stat_fields are in common.py)
-# --------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime+stime+cutime+cstime summed over pids (cutime/cstime cover reaped children)."""
-    ticks = 0
-    for pid in pids:
-        fields = stat_fields(pid)
-        if fields is not None:
-            # fields[11..14] are stat fields 14..17: utime stime cutime cstime
-            ticks += sum(int(x) for x in fields[11:15])
-    return ticks / CLK_TCK
 
 
 def client_cpu_seconds() -> float:
@@ -244,9 +210,6 @@ def start_upload(server: Server, repo: str) -> str:
     return resolve(server.base_url, headers.get("Location"))
 
 
-CURL = ["curl", "--silent", "--show-error", "--noproxy", "*", "--http1.1"]
-
-
 def run_curl(args: list[str], what: str) -> list[str]:
     """Run curl with a `-w` format; return its whitespace-separated write-out fields."""
     proc = subprocess.run([*CURL, *args], capture_output=True, text=True, check=False)
@@ -258,13 +221,6 @@ def run_curl(args: list[str], what: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 # Operations (each returns client-side info; the server side is measured by measure())
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Blob:
-    path: Path
-    size: int
-    digest: str
 
 
 def push_monolithic(
@@ -387,24 +343,6 @@ def check_blob(server: Server, repo: str, blob: Blob) -> None:
         )
 
 
-def verify_pull(server: Server, repo: str, blob: Blob) -> None:
-    """Untimed: pull through curl and re-hash the bytes, so a fast-but-wrong server fails."""
-    h = hashlib.sha256()
-    n = 0
-    with subprocess.Popen(
-        [*CURL, "-f", "-L", f"{server.base_url}/v2/{repo}/blobs/{blob.digest}"],
-        stdout=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(4 * MiB):
-            h.update(chunk)
-            n += len(chunk)
-    if proc.returncode != 0 or n != blob.size or f"sha256:{h.hexdigest()}" != blob.digest:
-        raise RuntimeError(
-            f"{server.name}: pulled {n} bytes with sha256 {h.hexdigest()} (rc={proc.returncode})"
-        )
-
-
 # --------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------
@@ -446,21 +384,6 @@ def measure(
         "client_cpu_s": client_cpu,
         **info,
     }
-
-
-def make_blob(directory: Path, size: int) -> Blob:
-    """Random file written in 8 MiB chunks from os.urandom, hashed while it is written."""
-    path = directory / "blob.bin"
-    h = hashlib.sha256()
-    remaining = size
-    with open(path, "wb") as f:
-        while remaining:
-            data = os.urandom(min(8 * MiB, remaining))
-            h.update(data)
-            f.write(data)
-            remaining -= len(data)
-    os.sync()
-    return Blob(path, size, f"sha256:{h.hexdigest()}")
 
 
 def run_benchmark(

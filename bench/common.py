@@ -1,16 +1,20 @@
-"""Servers, machine info and JSON reports for bench/*.py (scripts: bench/ leads sys.path)."""
+"""Servers, machine info, JSON reports, sizes, random blobs and /proc CPU time for bench/*.py
+(scripts: bench/ leads sys.path)."""
 
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import http.client
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,6 +37,12 @@ DEFAULT_OURS_CMD = (
 )
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
 LOOPBACK = ("127.", "::ffff:127.")  # address prefixes; and "::1"
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+MB = 1_000_000  # throughput unit: MB/s = 10**6 bytes per second
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CURL = ["curl", "--silent", "--show-error", "--noproxy", "*", "--http1.1"]
 DISTRIBUTION_CONFIG = """\
 # Written by bench/{script}; never edit /etc/docker/registry/config.yml for this.
 version: 0.1
@@ -124,10 +134,30 @@ class Server:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     pid: int = 0  # of the running server, which leads its own process group
+    ca_file: Path | None = None  # set: the server speaks HTTPS, with a certificate it signed
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.ca_file is None else 'https'}://127.0.0.1:{self.port}"
+
+    @property
+    def curl_args(self) -> list[str]:
+        """curl options to reach base_url: trust ca_file, if any."""
+        return [] if self.ca_file is None else ["--cacert", str(self.ca_file)]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """None for plain HTTP; else a client context trusting ca_file (only)."""
+        if self.ca_file is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        """An unopened connection to the server: HTTPS trusting ca_file if set, else HTTP."""
+        if self.ca_file is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=timeout, context=self.ssl_context()
+        )
 
     def start(self, timeout: float = 60.0) -> None:
         """Start, wait for /v2/, then check in /proc that it listens on loopback only."""
@@ -147,7 +177,7 @@ class Server:
         _LIVE_SERVERS.append(self)
         deadline = time.monotonic() + timeout
         while True:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn = self.connection(timeout=2)
             with contextlib.closing(conn), contextlib.suppress(OSError, http.client.HTTPException):
                 conn.request("GET", "/v2/")
                 if conn.getresponse().status in (200, 401):
@@ -187,6 +217,83 @@ class Server:
 
 
 _LIVE_SERVERS: list[Server] = []
+
+
+# --------------------------------------------------------------------------------------
+# Sizes, random blobs, /proc CPU time
+# --------------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Parse '1GiB', '1G', '256M', '64MiB', '4096' (K/M/G/T are binary: 1M = 2**20)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (examples: 1G, 256M, 64MiB)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return n
+
+
+def fmt_size(n: int) -> str:
+    for unit, mult in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= mult:
+            v = n / mult
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.2f} {unit}"
+    return f"{n} B"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime+cutime+cstime summed over pids (cutime/cstime cover reaped children)."""
+    ticks = 0
+    for pid in pids:
+        fields = stat_fields(pid)
+        if fields is not None:
+            # fields[11..14] are stat fields 14..17: utime stime cutime cstime
+            ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLK_TCK
+
+
+@dataclass
+class Blob:
+    path: Path
+    size: int
+    digest: str
+
+
+def make_blob(directory: Path, size: int) -> Blob:
+    """Random file written in 8 MiB chunks from os.urandom, hashed while it is written."""
+    path = directory / "blob.bin"
+    h = hashlib.sha256()
+    remaining = size
+    with open(path, "wb") as f:
+        while remaining:
+            data = os.urandom(min(8 * MiB, remaining))
+            h.update(data)
+            f.write(data)
+            remaining -= len(data)
+    os.sync()
+    return Blob(path, size, f"sha256:{h.hexdigest()}")
+
+
+def verify_pull(server: Server, repo: str, blob: Blob) -> None:
+    """Untimed: pull through curl and re-hash the bytes, so a fast-but-wrong server fails."""
+    h = hashlib.sha256()
+    n = 0
+    with subprocess.Popen(
+        [*CURL, *server.curl_args, "-f", "-L", f"{server.base_url}/v2/{repo}/blobs/{blob.digest}"],
+        stdout=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(4 * MiB):
+            h.update(chunk)
+            n += len(chunk)
+    if proc.returncode != 0 or n != blob.size or f"sha256:{h.hexdigest()}" != blob.digest:
+        raise RuntimeError(
+            f"{server.name}: pulled {n} bytes with sha256 {h.hexdigest()} (rc={proc.returncode})"
+        )
 
 
 @dataclass
