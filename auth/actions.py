@@ -18,6 +18,13 @@ SCOPE_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 CATALOG_ACTIONS = ("ecr:DescribeRepositories",)
 
+
+def not_authorized(principal_arn: str, iam_action: str, resource: str) -> str:
+    """The one sentence for a caller that policy refuses, on the data plane and the ECR API
+    alike (ECR's own words)."""
+    return (f"User: {principal_arn} is not authorized to perform: {iam_action} on resource: "
+            f"{resource}")
+
 _SCOPE = re.compile(
     r"^(?P<type>[a-z0-9]+)(?:\([a-z0-9]+\))?:(?P<name>[^\s]+):(?P<actions>[a-z*,]*)$")
 

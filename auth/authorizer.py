@@ -205,6 +205,19 @@ class Authorizer:
                                   repository_arn(self.region, self.account, repository),
                                   repository, address)
 
+    async def denied_action(self, caller: Caller, repository: str, action: str, address: str,
+                            first: str | None = None) -> str | None:
+        """Which IAM action policy refuses among those the scope action `action` needs (`first`,
+        the request's own, is looked at first); None when it allows them all."""
+        needed = sorted(SCOPE_ACTIONS.get(action, ()), key=lambda iam: iam != first)
+        caller_policies = await self._caller_policies(caller)
+        resource = repository_arn(self.region, self.account, repository)
+        for iam_action in needed:
+            if not await self._decide(caller, caller_policies, [iam_action], resource,
+                                      repository, address):
+                return iam_action
+        return None
+
     async def allows(self, caller: Caller, iam_actions: Sequence[str], resource: str,
                      repository: str | None, address: str) -> bool:
         """Whether policy allows every one of `iam_actions` on `resource`; the repository's

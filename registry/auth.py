@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from auth.actions import PULL, challenge_scope, repository_arn
+from auth.actions import DELETE, PULL, challenge_scope, not_authorized, repository_arn
 from auth.authorizer import Authorizer, DirectoryLike, Identity
 from auth.errors import AccessDenied, Unauthenticated
 from auth.keys import KeyRing
@@ -130,20 +130,57 @@ async def require_login(request: Request) -> None:
         raise Unauthenticated("authentication required")
 
 
+# The IAM action of each data-plane request, named when policy refuses it.
+_REQUEST_ACTIONS = {
+    ("blob_upload", "POST"): "ecr:InitiateLayerUpload",
+    ("blob_upload", "PATCH"): "ecr:UploadLayerPart",
+    ("blob_upload", "PUT"): "ecr:CompleteLayerUpload",
+    ("blob", "HEAD"): "ecr:BatchCheckLayerAvailability",
+    ("blob", "GET"): "ecr:GetDownloadUrlForLayer",
+    ("manifest", "GET"): "ecr:BatchGetImage",
+    ("manifest", "HEAD"): "ecr:BatchGetImage",
+    ("manifest", "PUT"): "ecr:PutImage",
+}
+
+
 async def require(request: Request, name: str, action: str) -> None:
     auth = services(request)
     ident = await identity(request)
     if auth is None or ident is None:
         return
-    if await auth.authorizer.permits(ident, name, action, client_address(request)):
+    address = client_address(request)
+    if await auth.authorizer.permits(ident, name, action, address):
         return
+    refusal = await _refusal(request, auth, ident, name, action, address)
     if ident.via == "basic":
-        raise AccessDenied(f"requested access to the resource is denied ({action} on {name})")
+        raise AccessDenied(refusal or f"requested access to the resource is denied ({action} "
+                                      f"on {name})")
     scope = challenge_scope(name, (PULL, action) if action != PULL else (PULL,))
     if ident.via == "bearer":
-        raise Unauthenticated("requested access to the resource is denied", scope=scope,
-                              error="insufficient_scope")
+        # The token lacks the access: policy's reason when policy refuses it (a new token
+        # would not help), else the client may ask for a token with that scope.
+        raise Unauthenticated(refusal or "requested access to the resource is denied",
+                              scope=scope, error="insufficient_scope")
     raise Unauthenticated("authentication required", scope=scope)
+
+
+async def _refusal(request: Request, auth: AuthServices, ident: Identity, name: str,
+                   action: str, address: str) -> str | None:
+    """ECR's sentence naming the caller, the IAM action policy refuses and the repository's
+    ARN; None for an anonymous caller or when policy allows it all."""
+    if ident.via == "anonymous":
+        return None
+    caller = await auth.authorizer.caller_of(ident)
+    own = _REQUEST_ACTIONS.get((request.state.route, request.method)) \
+        if hasattr(request.state, "route") else None
+    if action == DELETE:
+        own = "ecr:BatchDeleteImage"
+    denied = await auth.authorizer.denied_action(caller, name, action, address, own)
+    if denied is None:
+        return None
+    settings: Settings = request.app.state.settings
+    return not_authorized(caller.arn, denied,
+                          repository_arn(settings.auth.region, settings.auth.account_id, name))
 
 
 async def check_rate(request: Request, api_class: str | None = None) -> None:
@@ -174,7 +211,8 @@ async def require_create(request: Request, name: str) -> None:
     arn = repository_arn(settings.auth.region, settings.auth.account_id, name)
     if not await auth.authorizer.allows(caller, ["ecr:CreateRepository"], arn, name,
                                         client_address(request)):
-        raise AccessDenied(f"creating repository {name} on push needs ecr:CreateRepository")
+        raise AccessDenied(not_authorized(caller.arn, "ecr:CreateRepository", arn)
+                           + " (needed to create the repository on push)")
 
 
 async def may_pull(request: Request, name: str) -> bool:

@@ -81,7 +81,17 @@ async def registry_error_handler(request: Request, exc: Exception) -> Response:
         headers["Range"] = f"0-{max(exc.size - 1, 0)}"
     if isinstance(exc, e.RateLimited | e.StorageUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
-    return error_response(request, code, status, exc.message, exc.detail, headers)
+    message = exc.message
+    if isinstance(exc, e.RepositoryNotCreated):
+        message = exc.message_for(endpoint(request))
+    return error_response(request, code, status, message, exc.detail, headers)
+
+
+def endpoint(request: Request) -> str:
+    """This registry's URL as its clients know it: `server.public_url`, else the request's."""
+    settings = getattr(request.app.state, "settings", None)
+    public = settings.server.public_url if settings is not None else None
+    return (public or str(request.base_url)).rstrip("/")
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import re
@@ -206,6 +207,7 @@ class RequestMiddleware:
                 operation = target[len(_TARGET):][:64]
         counts = {"in": 0, "out": 0, "status": 500}
         metrics = self.metrics
+        refusal: list[bytes] = []  # the start of an error answer's body, for `_log_refused`
 
         async def receive_counted() -> Message:
             message = await receive()
@@ -219,7 +221,10 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", request_id.encode())]
             elif message["type"] == "http.response.body":
-                counts["out"] += len(message.get("body", b""))
+                body = message.get("body", b"")
+                counts["out"] += len(body)
+                if counts["status"] in _REFUSALS and not refusal:
+                    refusal.append(body[:4096])
             await send(message)
 
         uploading = (self.limiter is not None and route == "blob_upload"
@@ -258,6 +263,9 @@ class RequestMiddleware:
                 metrics.ecr_operations.labels(operation, status).inc()
             if self.settings.server.request_log:
                 self._log(scope, request_id, route, repository, operation, counts, elapsed)
+            if counts["status"] in _REFUSALS:
+                _log_refused(scope, request_id, route, repository, operation, counts["status"],
+                             refusal[0] if refusal else b"", b"authorization" in headers)
 
     def _log(self, scope: Scope, request_id: str, route: str, repository: str | None,
              operation: str | None, counts: dict[str, int], elapsed: float) -> None:
@@ -284,6 +292,55 @@ class RequestMiddleware:
         # In JSON lines (registry.logs.JsonLines) the fields are the line's own members.
         log.info("%s", " ".join(f"{k}={v}" for k, v in record.items() if v is not None),
                  extra={"fields": record})
+
+
+# Statuses that may be a refusal worth a line at the default level (see `_log_refused`).
+_REFUSALS = frozenset({400, 401, 403, 404, 429})
+# ECR API errors that refuse the caller (a bad signature, an unknown key, policy, throttling).
+_ECR_REFUSALS = frozenset({
+    "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
+    "IncompleteSignatureException", "MissingAuthenticationTokenException",
+    "ExpiredTokenException", "ThrottlingException", "TooManyRequestsException"})
+
+
+def _log_refused(scope: Scope, request_id: str, route: str, repository: str | None,
+                 operation: str | None, status: int, body: bytes, credentials: bool) -> None:
+    """One INFO line for a request the registry refused: policy (403, AccessDenied), a rate
+    limit (429), credentials that did not authenticate (401 when some were sent: without,
+    a 401 is the ordinary challenge), a push to a repository that does not exist
+    (NAME_UNKNOWN). Missing blobs and manifests are a client's ordinary questions: no line."""
+    code, message = "", ""
+    try:
+        answer = json.loads(body) if body else {}
+    except ValueError:
+        answer = {}
+    if isinstance(answer, dict):
+        if route == "ecr":
+            code = str(answer.get("__type", "")).rpartition("#")[2]
+            message = str(answer.get("message", ""))
+        elif isinstance(answer.get("errors"), list) and answer["errors"]:
+            first = answer["errors"][0]
+            if isinstance(first, dict):
+                code, message = str(first.get("code", "")), str(first.get("message", ""))
+    if route == "ecr":
+        if code not in _ECR_REFUSALS:
+            return
+    elif not (status in (403, 429) or (status == 401 and credentials)
+              or code == "NAME_UNKNOWN"):
+        return
+    state = scope.get("state") or {}
+    caller = getattr(state.get("identity"), "caller", None) or state.get("caller")
+    client = scope.get("client")
+    record: dict[str, Any] = {
+        "request_id": request_id, "status": status, "code": code or None,
+        "method": scope.get("method"), "path": scope.get("path"),
+        "repository": repository, "operation": operation,
+        "identity": (getattr(caller, "user", None) or "anonymous") if caller else None,
+        "client": client[0] if client else None,
+    }
+    text = " ".join(f"{k}={v}" for k, v in record.items() if v is not None)
+    log.info("refused: %s: %s", text, message[:300],
+             extra={"fields": {**record, "event": "refused", "reason": message[:300]}})
 
 
 class InstrumentedDriver:

@@ -22,6 +22,24 @@ class NameUnknown(RegistryError):
     pass
 
 
+class RepositoryNotCreated(NameUnknown):
+    """A push to a repository that does not exist and may not be created on push. The
+    message says how to create it; `message_for` adds the registry's own endpoint URL, which
+    only the HTTP layer knows."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(self.message_for(None), {"name": name})
+
+    def message_for(self, endpoint: str | None) -> str:
+        endpoint_url = f" --endpoint-url {endpoint}" if endpoint else ""
+        return (f"The repository with name '{self.name}' does not exist in the registry. "
+                f"Create it first (aws ecr create-repository --repository-name {self.name}"
+                f"{endpoint_url}), or let pushes create repositories: a repository creation "
+                "template applied to CREATE_ON_PUSH, or the create_on_push setting "
+                "([repositories] create_on_push = true, REGISTRY_REPOSITORIES_CREATE_ON_PUSH)")
+
+
 class TagInvalid(RegistryError):
     pass
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from storage import paths, records
 from storage.drivers.base import Driver
-from storage.errors import KeyNotFound, NameUnknown
+from storage.errors import KeyNotFound, NameUnknown, RepositoryNotCreated
 from storage.templates import TemplateStore
 
 MAX_PAGE = 1000
@@ -76,11 +76,7 @@ class RepositoryStore:
             return record
         found = await self.templates.match(name, CREATE_ON_PUSH)
         if found is None and not self.create_on_push:
-            raise NameUnknown(
-                f"The repository with name '{name}' does not exist in the registry. Create it "
-                f"first (aws ecr create-repository --repository-name {name}), or allow "
-                "create-on-push with a repository creation template",
-                {"name": name})
+            raise RepositoryNotCreated(name)
         if may_create is not None:
             await may_create()
         return await self._create_from(name, found[1] if found else {})

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from auth.actions import repository_arn
+from auth.actions import not_authorized, repository_arn
 from auth.policy import Caller
 from auth.sigv4 import SigV4Error, verify
 from registry.auth import client_address, services
@@ -68,8 +68,8 @@ class Context:
                                             name, client_address(self.request)):
             raise errors.EcrError(
                 "AccessDeniedException",
-                f"User: {self.caller.arn} is not authorized to perform: ecr:CreateRepository on "
-                f"resource: {resource} (needed to create the repository on push)")
+                not_authorized(self.caller.arn, "ecr:CreateRepository", resource)
+                + " (needed to create the repository on push)")
 
 
 Operation = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -173,6 +173,7 @@ async def handle(request: Request) -> Response:
         body = await read_bounded(request, limit,
                                   SizeInvalid(f"request body larger than {limit} bytes"))
         caller = await _authenticate(request, body, name)
+        request.state.caller = caller  # for the refused-request log line
         limiter = request.app.state.limits
         limiter.check(name, f"user:{caller.user}" if caller.user and services(request)
                       else f"address:{client_address(request)}")
@@ -269,10 +270,8 @@ async def _authorize(context: Context, operation: str, params: dict[str, Any]) -
     for resource, repository in targets:
         if not await auth.authorizer.allows(caller, [f"ecr:{operation}"], resource, repository,
                                             address):
-            raise errors.EcrError(
-                "AccessDeniedException",
-                f"User: {caller.arn} is not authorized to perform: ecr:{operation} on "
-                f"resource: {resource}", 400)
+            raise errors.EcrError("AccessDeniedException",
+                                  not_authorized(caller.arn, f"ecr:{operation}", resource), 400)
 
 
 # Not changes of configuration or content on their own (a layer part; a token for oneself).

@@ -798,3 +798,58 @@ def test_serving_beyond_loopback_without_auth_is_refused(tmp_path: Path) -> None
     assert "--allow-anonymous" in output, output
     assert "Uvicorn running" not in output, output
 
+
+
+def refused_line(auth_registry: AuthRegistry, response: httpx.Response) -> str:
+    """The server's log line for a refused request, found by the request's id."""
+    request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in auth_registry.log().splitlines()
+                 if "refused:" in line and f"request_id={request_id}" in line]
+        if lines:
+            assert len(lines) == 1, lines
+            return lines[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no refused line for {request_id}:\n{auth_registry.log()[-3000:]}")
+
+
+def test_a_denial_names_the_caller_the_iam_action_and_the_repository(
+        client: httpx.Client, seeded: Seeded, auth_registry: AuthRegistry) -> None:
+    """What ECR's own data plane and AccessDeniedException say, and one log line for it."""
+    resource = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{APP}"
+    start = client.post(f"/v2/{APP}/blobs/uploads/", headers=basic("bob"))
+    assert start.status_code == 403
+    assert start.json()["errors"][0]["message"] == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/bob is not authorized to perform: "
+        f"ecr:InitiateLayerUpload on resource: {resource}")
+    line = refused_line(auth_registry, start)
+    assert "status=403" in line and "code=DENIED" in line and "identity=bob" in line
+    assert f"repository={APP}" in line and "ecr:InitiateLayerUpload" in line
+
+    put = client.put(f"/v2/{APP}/manifests/bob", content=seeded.app.manifest,
+                     headers={**basic("bob"), "Content-Type": MEDIA_TYPE_MANIFEST})
+    assert "perform: ecr:PutImage on" in put.json()["errors"][0]["message"]
+    read = client.get(f"/v2/{APP}/manifests/seed", headers=basic("carol"))
+    assert read.json()["errors"][0]["message"] == (
+        f"User: arn:aws:iam::{ACCOUNT}:user/carol is not authorized to perform: "
+        f"ecr:BatchGetImage on resource: {resource}")
+
+    # A token that lacks push because policy refuses it: the same sentence with the challenge.
+    token = bearer(auth_registry.token("bob", PULL_PUSH))
+    challenged = client.post(f"/v2/{APP}/blobs/uploads/", headers=token)
+    assert challenged.status_code == 401
+    assert "ecr:InitiateLayerUpload" in challenged.json()["errors"][0]["message"]
+    assert "identity=bob" in refused_line(auth_registry, challenged)
+
+
+def test_ordinary_answers_leave_no_refused_line(client: httpx.Client, seeded: Seeded,
+                                                auth_registry: AuthRegistry) -> None:
+    """The anonymous challenge and a missing blob are a client's ordinary questions."""
+    challenge = client.get(f"/v2/{APP}/tags/list")
+    missing = client.head(f"/v2/{APP}/blobs/sha256:{'0' * 64}", headers=basic("alice"))
+    assert challenge.status_code == 401 and missing.status_code == 404
+    marker = client.post(f"/v2/{APP}/blobs/uploads/", headers=basic("bob"))  # refused: logged
+    refused_line(auth_registry, marker)
+    for answer in (challenge, missing):
+        assert f"request_id={answer.headers['x-request-id']}" not in auth_registry.log()

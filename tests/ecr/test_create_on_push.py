@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import httpx
@@ -93,9 +95,52 @@ def test_put_image_creates_only_with_create_repository(
         pusher.put_image(repositoryName=name, imageManifest=manifest, imageTag="v1")
     assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
     assert "ecr:CreateRepository" in caught.value.response["Error"]["Message"]
+    request_id = caught.value.response["ResponseMetadata"]["HTTPHeaders"]["x-request-id"]
+    deadline = time.monotonic() + 5
+    while f"request_id={request_id}" not in live.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in live.log().splitlines() if request_id in line)
+    assert "refused:" in line and "code=AccessDeniedException" in line
+    assert "operation=PutImage" in line and "identity=pusher" in line
     creator_api = ecr(live, users["creator"])
     # Created, then refused for the blobs it lacks: creation happened before the manifest check.
     with pytest.raises(creator_api.exceptions.LayersNotFoundException):
         creator_api.put_image(repositoryName=name, imageManifest=manifest, imageTag="v1")
     described = creator_api.describe_repositories(repositoryNames=[name])["repositories"]
     assert described[0]["repositoryName"] == name
+
+
+def test_a_push_to_a_missing_repository_says_how_to_create_it(tmp_path: Path) -> None:
+    """Without create-on-push: NAME_UNKNOWN with the create-repository command for this very
+    registry (its --endpoint-url) and the setting that lets pushes create, and a log line."""
+    live = start_registry(tmp_path / "data",
+                          env={"REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "false"})
+    try:
+        refused = httpx.post(f"{live.url}/v2/team/missing/blobs/uploads/")
+        assert refused.status_code == 404
+        error = refused.json()["errors"][0]
+        assert error["code"] == "NAME_UNKNOWN"
+        assert (f"aws ecr create-repository --repository-name team/missing "
+                f"--endpoint-url {live.url})") in error["message"]
+        assert "create_on_push" in error["message"]
+        request_id = refused.headers["x-request-id"]
+        deadline = time.monotonic() + 5
+        while f"request_id={request_id}" not in live.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = next(line for line in live.log().splitlines() if request_id in line)
+        assert "refused:" in line and "code=NAME_UNKNOWN" in line
+        assert "repository=team/missing" in line
+    finally:
+        live.stop()
+
+
+def test_the_endpoint_named_is_the_public_url_behind_a_proxy(tmp_path: Path) -> None:
+    live = start_registry(tmp_path / "data", env={
+        "REGISTRY_REPOSITORIES_CREATE_ON_PUSH": "false",
+        "REGISTRY_SERVER_PUBLIC_URL": "https://registry.example.com"})
+    try:
+        refused = httpx.post(f"{live.url}/v2/team/missing/blobs/uploads/")
+        assert "--endpoint-url https://registry.example.com)" in \
+            refused.json()["errors"][0]["message"]
+    finally:
+        live.stop()
