@@ -115,6 +115,24 @@ class RgwServer(S3Endpoint):
             subprocess.run(["bash", str(RGW_SCRIPT), "stop", str(self.state_dir)],
                            capture_output=True, timeout=120)
 
+    def admin(self, *args: str) -> str:
+        """Run `radosgw-admin` on this instance; its output."""
+        assert self.state_dir is not None
+        done = subprocess.run(["radosgw-admin", "-c", str(self.state_dir / "ceph.conf"), *args],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"radosgw-admin {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def new_user(self) -> tuple[str, S3Endpoint]:
+        """A user of its own (its uid, and the endpoint as that user), for tests that change
+        what a user may do, such as its quota, without touching the shared user."""
+        uid = f"user-{uuid.uuid4().hex[:12]}"
+        key, secret = f"AK{uuid.uuid4().hex[:18].upper()}", uuid.uuid4().hex
+        self.admin("user", "create", "--uid", uid, "--display-name", uid,
+                   "--access-key", key, "--secret", secret)
+        return uid, S3Endpoint(self.name, self.url, key, secret, self.region)
+
 
 def rgw_available() -> bool:
     return all(shutil.which(tool) for tool in ("radosgw", "ceph-mon", "ceph-osd"))

@@ -12,7 +12,8 @@ at completion.
 
 Every boto3 call runs in this driver's one bounded thread pool; botocore retries transient
 failures (throttling, 5xx, dropped connections) with backoff; what still fails is translated
-in `s3_errors.py`.
+in `s3_errors.py`. A quota reached or a policy refusing writes sets `write_failure`, and
+/readyz is not ready until `probe_write` succeeds.
 """
 
 from __future__ import annotations
@@ -33,9 +34,17 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.drivers.base import Observer, Stat
-from storage.drivers.s3_errors import translate
+from storage.drivers.s3_errors import Bucket, not_writable, translate
 from storage.drivers.threads import Threads
-from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch
+from storage.errors import (
+    DriverError,
+    KeyBusy,
+    KeyNotFound,
+    OffsetMismatch,
+    StorageFull,
+    StorageNotWritable,
+    StorageUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -169,15 +178,49 @@ class S3Driver:
             tcp_keepalive=True,
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._session = session
+        self._bucket = Bucket(bucket, self.prefix, self._access_key_id)
         self._bare_etags = False  # see _put_replacing
         self._threads = Threads(max_threads, "s3")
+        # Set when a write was refused for a quota or by policy (what went wrong); /readyz is
+        # not ready until `probe_write` succeeds.
+        self.write_failure: str | None = None
 
-    # The one thread boundary of this driver; botocore failures are translated here.
-    async def _run(self, fn: Callable[..., T], *args: Any, key: str = "") -> T:
+    def _access_key_id(self) -> str | None:
+        credentials = self._session.get_credentials()  # resolved when the client was made
+        return credentials.access_key if credentials is not None else None
+
+    # The one thread boundary of this driver. botocore failures are translated in the thread:
+    # naming the access key may refresh expiring credentials, a blocking call.
+    def _submit(self, fn: Callable[..., T], *args: Any, key: str = "") -> asyncio.Future[T]:
+        return self._threads.run(self._translated, fn, args, key)
+
+    def _translated(self, fn: Callable[..., T], args: tuple[Any, ...], key: str) -> T:
         try:
-            return await self._threads.run(fn, *args)
+            return fn(*args)
         except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, key) from None
+            raise translate(exc, key, self._bucket) from None
+
+    async def _run(self, fn: Callable[..., T], *args: Any, key: str = "") -> T:
+        return await self._settle(self._submit(fn, *args, key=key))
+
+    async def _settle(self, future: asyncio.Future[T]) -> T:
+        try:
+            return await future
+        except (StorageFull, StorageNotWritable) as exc:
+            self.write_failure = exc.message
+            raise
+
+    async def probe_write(self, key: str) -> str | None:
+        """Write and remove a small object at `key`: None when that works (and the failure
+        recorded before is forgotten), else what is wrong."""
+        try:
+            await self.put(key, b"probe")
+            await self.delete(key)
+        except StorageUnavailable as exc:
+            return exc.message
+        self.write_failure = None
+        return None
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or "#" in key:
@@ -262,6 +305,8 @@ class S3Driver:
                     continue
                 if code in _CONFLICTS:
                     raise KeyBusy(key)
+                if code == "AccessDenied":
+                    raise not_writable("DeleteObjects", self._bucket)
                 raise DriverError(f"could not delete {key}: {code}")
 
     def _exists(self, full: str) -> bool:
@@ -543,12 +588,12 @@ class S3Driver:
                 if not part.full:
                     continue
                 if pending is not None:
-                    state.parts.append(await self._settle(pending[0], key))
+                    state.parts.append(await self._settle(pending[0]))
                     pending[1].close()
                     pending = None
                 number = len(state.parts) + 1
-                future = self._threads.run(self._upload_part, full, state, number, part,
-                                           observe)
+                future = self._submit(self._upload_part, full, state, number, part, observe,
+                                      key=key)
                 pending = (future, part)
                 part = _Part(self._part_size(number + 1))
 
@@ -563,7 +608,7 @@ class S3Driver:
             try:
                 if pending is not None:
                     try:
-                        state.parts.append(await self._settle(pending[0], key))
+                        state.parts.append(await self._settle(pending[0]))
                         pending[1].close()
                     except BaseException:
                         lost = pending[1]  # maybe still read by its thread: not closed here
@@ -573,12 +618,6 @@ class S3Driver:
                 await self._run(self._finish_append, full, state, lost, part, observe, key=key)
                 part.close()
         return state.size
-
-    async def _settle(self, future: asyncio.Future[T], key: str) -> T:
-        try:
-            return await future
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, key) from None
 
     async def seal(self, key: str, size: int) -> None:
         try:
