@@ -65,11 +65,12 @@ def authenticate(data_dir: Path, name: str, password: str) -> bool:
     return asyncio.run(main())
 
 
-def lookup_key(data_dir: Path, key_id: str) -> KeyOwner | None:
+def lookup_key(data_dir: Path, key_id: str, secret_key: str = SECRET_KEY) -> KeyOwner | None:
+    """Who owns `key_id` and its secret, read from storage as the server would."""
     async def main() -> KeyOwner | None:
         driver = FilesystemDriver(data_dir, fsync=False)
         try:
-            return await Directory(IamStore(driver), SecretBox(SECRET_KEY)).lookup_access_key(
+            return await Directory(IamStore(driver), SecretBox(secret_key)).lookup_access_key(
                 key_id)
         finally:
             await driver.close()

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from auth.identities import Directory, KeyOwner
-from auth.secrets import SecretBox, generate_secret_key
+from auth.secrets import generate_secret_key
 from storage.drivers.filesystem import FilesystemDriver
-from storage.iam import IamStore
 from storage.store import Store
+from tests.test_cli_iam import lookup_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = generate_secret_key()
@@ -73,18 +72,6 @@ def create_key(data_dir: Path, user: str) -> tuple[str, str]:
     assert result.stderr == f"created access key {key_id} for user {user}\n"
     assert secret not in result.stderr
     return key_id, secret
-
-
-def lookup_key(data_dir: Path, key_id: str) -> KeyOwner | None:
-    async def main() -> KeyOwner | None:
-        driver = FilesystemDriver(data_dir, fsync=False)
-        try:
-            return await Directory(IamStore(driver), SecretBox(SECRET_KEY)).lookup_access_key(
-                key_id)
-        finally:
-            await driver.close()
-
-    return asyncio.run(main())
 
 
 def create_repository(data_dir: Path, name: str) -> None:
@@ -149,13 +136,14 @@ def test_key_delete_takes_the_user_and_refuses_another_users_key(data: Path) -> 
                    data_dir=data) == f"registry: user 'bob' has no access key {key_id!r}"
     assert "no user named 'carol'" in refused("user", "key", "delete", "carol", key_id,
                                               data_dir=data)
-    assert lookup_key(data, key_id) == ("alice", secret)  # still active, still alice's
+    # still active, still alice's
+    assert lookup_key(data, key_id, SECRET_KEY) == ("alice", secret)
     assert registry("user", "key", "list", "alice", data_dir=data).stdout.startswith(
         f"{key_id}\tActive\t")
 
     assert said("user", "key", "delete", "alice", key_id, data_dir=data) == (
         f"deleted access key {key_id} of user alice")
-    assert lookup_key(data, key_id) is None
+    assert lookup_key(data, key_id, SECRET_KEY) is None
     assert registry("user", "key", "list", "alice", data_dir=data).stdout == ""
     assert refused("user", "key", "delete", "alice", key_id, data_dir=data) == (
         f"registry: user 'alice' has no access key {key_id!r}")

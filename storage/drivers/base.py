@@ -13,6 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from storage.errors import StorageUnavailable
+
 Observer = Callable[[bytes | memoryview], object]  # hashlib's update takes either
 
 
@@ -93,3 +95,14 @@ class Driver(Protocol):
         """A URL a client may GET the object from directly, or None when not supported."""
 
     async def close(self) -> None: ...
+
+
+async def probe_write(driver: Driver, key: str) -> str | None:
+    """Write and remove a small object at `key`: None when that works, else what is wrong (how
+    /readyz learns that storage which refused writes takes them again)."""
+    try:
+        await driver.put(key, b"probe")
+        await driver.delete(key)
+    except StorageUnavailable as exc:
+        return exc.message
+    return None

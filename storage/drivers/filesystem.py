@@ -28,7 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from storage.drivers import fs_errors
-from storage.drivers.base import Observer, Stat
+from storage.drivers.base import Observer, Stat, probe_write
 from storage.drivers.threads import Threads
 from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch, StorageUnavailable
 
@@ -79,15 +79,11 @@ class FilesystemDriver:
         return translated
 
     async def probe_write(self, key: str) -> str | None:
-        """Write and remove a small object at `key`: None when that works (and the failure
-        recorded before is forgotten), else what is wrong."""
-        try:
-            await self.put(key, b"probe")
-            await self.delete(key)
-        except StorageUnavailable as exc:
-            return exc.message
-        self.write_failure = None
-        return None
+        """`base.probe_write`, forgetting the failure recorded before when it works."""
+        problem = await probe_write(self, key)
+        if problem is None:
+            self.write_failure = None
+        return problem
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):

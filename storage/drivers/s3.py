@@ -33,7 +33,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.drivers.base import Observer, Stat
+from storage.drivers.base import Observer, Stat, probe_write
 from storage.drivers.s3_errors import Bucket, not_writable, translate
 from storage.drivers.threads import Threads
 from storage.errors import (
@@ -43,7 +43,6 @@ from storage.errors import (
     OffsetMismatch,
     StorageFull,
     StorageNotWritable,
-    StorageUnavailable,
 )
 
 T = TypeVar("T")
@@ -212,15 +211,11 @@ class S3Driver:
             raise
 
     async def probe_write(self, key: str) -> str | None:
-        """Write and remove a small object at `key`: None when that works (and the failure
-        recorded before is forgotten), else what is wrong."""
-        try:
-            await self.put(key, b"probe")
-            await self.delete(key)
-        except StorageUnavailable as exc:
-            return exc.message
-        self.write_failure = None
-        return None
+        """`base.probe_write`, forgetting the failure recorded before when it works."""
+        problem = await probe_write(self, key)
+        if problem is None:
+            self.write_failure = None
+        return problem
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or "#" in key:
