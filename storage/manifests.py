@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from storage import paths, records
 from storage.blobs import BlobStore
+from storage.caches import ByteCache, Lru
 from storage.content.digest import Digest
 from storage.content.manifest import Manifest, parse_manifest
 from storage.content.names import check_tag, is_tag
@@ -43,6 +44,7 @@ log = logging.getLogger("registry")
 _CACHE_BYTES = 32 * 1024 * 1024
 PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
 _PULLS_REMEMBERED = 65536
+_REVISIONS_REMEMBERED = 65536
 _LIST_BATCH = 1000
 
 
@@ -98,7 +100,11 @@ class ManifestStore:
         self.repositories = repositories
         self.blobs = blobs
         self.events = events or EventQueue(driver)
-        self._bytes = _ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
+        self._bytes = ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
+        # A revision's media type and push time, for reads by tag: a tag names a digest only
+        # while its revision exists (a delete removes the tags first, GC spares tagged ones),
+        # so a tag just read proves the revision still there and these facts still true.
+        self._revisions: Lru[tuple[str, Digest], tuple[str, float]] = Lru(_REVISIONS_REMEMBERED)
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
     # -- write ---------------------------------------------------------------------------------
@@ -233,6 +239,7 @@ class ManifestStore:
             if manifest.subject is not None:
                 await self.driver.delete(paths.referrer(name, manifest.subject.digest, digest))
             await self.driver.delete(paths.revision(name, digest))
+            self._revisions.drop((name, digest))
 
     async def _image_size(self, name: str, manifest: Manifest) -> int:
         """ECR's imageSizeInBytes: the layers' (compressed) sizes; for an index, its largest
@@ -311,13 +318,20 @@ class ManifestStore:
             return None
 
     async def get(self, name: str, reference: str) -> StoredManifest:
+        """The manifest by tag or digest: by tag one read of storage (the tag) when this
+        process has served the revision before, by digest one (the revision, whose existence
+        is the answer), plus the bytes when not cached."""
         digest = await self.resolve(name, reference)
-        key = paths.revision(name, digest)
-        try:
-            record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
-        except KeyNotFound:
-            raise ManifestUnknown(f"manifest {digest} not found",
-                                  {"digest": str(digest)}) from None
+        facts = self._revisions.get((name, digest)) if is_tag(reference) else None
+        if facts is None:
+            key = paths.revision(name, digest)
+            try:
+                record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+            except KeyNotFound:
+                raise ManifestUnknown(f"manifest {digest} not found",
+                                      {"digest": str(digest)}) from None
+            facts = (str(record["mediaType"]), float(record.get("pushedAt", 0)))
+            self._revisions.put((name, digest), facts)
         raw = self._bytes.get(digest)
         if raw is None:
             try:
@@ -326,8 +340,7 @@ class ManifestStore:
                 raise ManifestUnknown(f"manifest {digest} not found",
                                       {"digest": str(digest)}) from None
             self._bytes.put(digest, raw)
-        return StoredManifest(digest, str(record["mediaType"]), raw,
-                              float(record.get("pushedAt", 0)))
+        return StoredManifest(digest, facts[0], raw, facts[1])
 
     async def delete(self, name: str, reference: str) -> None:
         """Delete a tag, or a manifest by digest together with every tag pointing at it."""
@@ -346,6 +359,7 @@ class ManifestStore:
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
+        self._revisions.drop((name, digest))
         await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
 
     async def delete_untagged(self, name: str, digest: Digest) -> bool:
@@ -360,6 +374,7 @@ class ManifestStore:
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
+        self._revisions.drop((name, digest))
         await self.driver.delete_prefix(paths.tag_index(name, digest))
         await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
         return True
@@ -505,27 +520,3 @@ class ManifestStore:
     async def _require_repository(self, name: str) -> None:
         if not await self.repositories.exists(name):
             raise NameUnknown(f"repository {name!r} not known to registry", {"name": name})
-
-
-class _ByteCache:
-    """LRU of immutable bytes, bounded by total size."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._items: OrderedDict[Digest, bytes] = OrderedDict()
-
-    def get(self, digest: Digest) -> bytes | None:
-        raw = self._items.get(digest)
-        if raw is not None:
-            self._items.move_to_end(digest)
-        return raw
-
-    def put(self, digest: Digest, raw: bytes) -> None:
-        if len(raw) > self.capacity // 8 or digest in self._items:
-            return
-        self._items[digest] = raw
-        self.used += len(raw)
-        while self.used > self.capacity:
-            _, old = self._items.popitem(last=False)
-            self.used -= len(old)
