@@ -71,7 +71,8 @@ def build_store(settings: Settings, metrics: Metrics | None = None) -> Store:
     driver = build_driver(settings)
     if metrics is not None:
         driver = InstrumentedDriver(driver, metrics)
-    return Store(driver, settings.repositories.create_on_push, subscriptions)
+    return Store(driver, settings.repositories.create_on_push, subscriptions,
+                 settings.repositories.tag_cache_seconds)
 
 
 def create_app(settings: Settings, shared_limits: SharedLimits | None = None) -> Starlette:

@@ -82,11 +82,11 @@ class PullThroughCache:
         manifests = self.store.manifests
         match = await self.store.pull_through.match(name)
         if match is None:
-            return await manifests.get(name, reference)
+            return await manifests.get(name, reference, pull=True)
         prefix, rule = match
         remote = upstream_repository(prefix, rule, name)
         try:
-            stored: StoredManifest | None = await manifests.get(name, reference)
+            stored: StoredManifest | None = await manifests.get(name, reference, pull=True)
         except ManifestUnknown:
             stored = None
         if stored is not None and not is_tag(reference):
@@ -113,7 +113,7 @@ class PullThroughCache:
             raise ManifestUnknown(f"manifest {reference!r} not found upstream ({exc})",
                                   {"reference": reference}) from None
         await self._store_manifest(name, reference, fetched)
-        return await manifests.get(name, reference)
+        return await manifests.get(name, reference, pull=True)
 
     async def _store_manifest(self, name: str, reference: str, fetched: FetchedManifest) -> None:
         settings = await self.store.repositories.for_pull_through(name)

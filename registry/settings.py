@@ -194,6 +194,12 @@ class RepositoriesSettings:
     # push create its repository with default settings (as a ROOT creation template applied
     # for CREATE_ON_PUSH would); stored templates are consulted either way.
     create_on_push: bool = False
+    # Seconds this process may answer from memory what a tag points at, and that a manifest
+    # read by digest still exists, instead of reading storage on every pull (the read is most
+    # of a pull's cost). Changes made through this process are seen at once; a tag moved or a
+    # manifest deleted through another replica or worker is seen within this long. 0: every
+    # pull reads storage.
+    tag_cache_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +506,8 @@ def _validate(settings: Any, where: str) -> None:
             raise SettingsError("setting 'server.tls.min_version' must be 1.2 or 1.3")
         if settings.reload_interval < 0:
             raise SettingsError("setting 'server.tls.reload_interval' must not be negative")
+    if isinstance(settings, RepositoriesSettings) and not 0 <= settings.tag_cache_seconds <= 60:
+        raise SettingsError("setting 'repositories.tag_cache_seconds' must be from 0 to 60")
     if isinstance(settings, StorageSettings):
         from storage.drivers import DRIVERS
 

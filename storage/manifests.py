@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from storage import paths, records
 from storage.blobs import BlobStore
-from storage.caches import ByteCache, Lru
+from storage.caches import ByteCache, PullCache
 from storage.content.digest import Digest
 from storage.content.manifest import Manifest, parse_manifest
 from storage.content.names import check_tag, is_tag
@@ -95,16 +95,13 @@ def _immutable(name: str, tag: str) -> TagImmutable:
 
 class ManifestStore:
     def __init__(self, driver: Driver, repositories: RepositoryStore, blobs: BlobStore,
-                 events: EventQueue | None = None) -> None:
+                 events: EventQueue | None = None, tag_cache_seconds: float = 0.0) -> None:
         self.driver = driver
         self.repositories = repositories
         self.blobs = blobs
         self.events = events or EventQueue(driver)
         self._bytes = ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
-        # A revision's media type and push time, for reads by tag: a tag names a digest only
-        # while its revision exists (a delete removes the tags first, GC spares tagged ones),
-        # so a tag just read proves the revision still there and these facts still true.
-        self._revisions: Lru[tuple[str, Digest], tuple[str, float]] = Lru(_REVISIONS_REMEMBERED)
+        self.cache = PullCache(tag_cache_seconds, _REVISIONS_REMEMBERED)
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
     # -- write ---------------------------------------------------------------------------------
@@ -177,6 +174,7 @@ class ManifestStore:
         writes += [(paths.tag(name, tag), value,
                     current[tag] is None and tag_is_immutable(settings, tag)) for tag in moved]
         done = await self.driver.put_ordered(writes)
+        self.cache.forget(name, moved)
         refused = []
         for tag, written in zip(moved, done[len(done) - len(moved):], strict=True):
             old = current[tag]
@@ -234,12 +232,13 @@ class ManifestStore:
             else:
                 await self.driver.put(paths.tag_index_entry(name, old, tag), b"")
                 await self.driver.put(paths.tag(name, tag), records.dump({"digest": str(old)}))
+            self.cache.forget(name, [tag])
             await self.driver.delete(paths.tag_index_entry(name, digest, tag))
         if not existed:
             if manifest.subject is not None:
                 await self.driver.delete(paths.referrer(name, manifest.subject.digest, digest))
             await self.driver.delete(paths.revision(name, digest))
-            self._revisions.drop((name, digest))
+            self.cache.forget(name, digest=digest)
 
     async def _image_size(self, name: str, manifest: Manifest) -> int:
         """ECR's imageSizeInBytes: the layers' (compressed) sizes; for an index, its largest
@@ -288,13 +287,25 @@ class ManifestStore:
 
     # -- read ----------------------------------------------------------------------------------
 
-    async def resolve(self, name: str, reference: str) -> Digest:
+    async def resolve(self, name: str, reference: str, pull: bool = False) -> Digest:
         if not is_tag(reference):
             return Digest.parse(reference)
-        digest = await self.tag_digest(name, check_tag(reference))
+        tag = check_tag(reference)
+        digest = await (self._pulled_tag(name, tag) if pull else self.tag_digest(name, tag))
         if digest is None:
             raise ManifestUnknown(f"manifest tagged {reference!r} not found",
                                   {"tag": reference})
+        return digest
+
+    async def _pulled_tag(self, name: str, tag: str) -> Digest | None:
+        """`tag_digest` for a pull: from memory within `tag_cache_seconds` (pushes, deletes
+        and every other reader read storage)."""
+        started = time.monotonic()
+        digest = self.cache.tag(name, tag, started)
+        if digest is None:
+            digest = await self.tag_digest(name, tag)
+            if digest is not None:
+                self.cache.keep_tag(name, tag, digest, started)
         return digest
 
     async def tag_digest(self, name: str, tag: str) -> Digest | None:
@@ -317,12 +328,15 @@ class ManifestStore:
         except KeyNotFound:
             return None
 
-    async def get(self, name: str, reference: str) -> StoredManifest:
+    async def get(self, name: str, reference: str, pull: bool = False) -> StoredManifest:
         """The manifest by tag or digest: by tag one read of storage (the tag) when this
         process has served the revision before, by digest one (the revision, whose existence
-        is the answer), plus the bytes when not cached."""
-        digest = await self.resolve(name, reference)
-        facts = self._revisions.get((name, digest)) if is_tag(reference) else None
+        is the answer), plus the bytes when not cached. A `pull` may answer from memory
+        within `tag_cache_seconds`."""
+        digest = await self.resolve(name, reference, pull)
+        started = time.monotonic()
+        facts = self.cache.revisions.get((name, digest)) if is_tag(reference) or (
+            pull and self.cache.seen(name, digest, started)) else None
         if facts is None:
             key = paths.revision(name, digest)
             try:
@@ -331,7 +345,8 @@ class ManifestStore:
                 raise ManifestUnknown(f"manifest {digest} not found",
                                       {"digest": str(digest)}) from None
             facts = (str(record["mediaType"]), float(record.get("pushedAt", 0)))
-            self._revisions.put((name, digest), facts)
+            self.cache.revisions.put((name, digest), facts)
+            self.cache.keep_seen(name, digest, started)
         raw = self._bytes.get(digest)
         if raw is None:
             try:
@@ -354,12 +369,13 @@ class ManifestStore:
         # Tags first, so that no tag ever points at a missing revision.
         for tag in await self.tags_of(name, digest):
             await self.driver.delete(paths.tag(name, tag))
+            self.cache.forget(name, [tag])
         await self.driver.delete_prefix(paths.tag_index(name, digest))
         if record.get("subject"):
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
-        self._revisions.drop((name, digest))
+        self.cache.forget(name, digest=digest)
         await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
 
     async def delete_untagged(self, name: str, digest: Digest) -> bool:
@@ -374,7 +390,7 @@ class ManifestStore:
             await self.driver.delete(paths.referrer(name, Digest.parse(record["subject"]), digest))
         await self.driver.delete(paths.pull_record(name, digest))
         await self.driver.delete(paths.revision(name, digest))
-        self._revisions.drop((name, digest))
+        self.cache.forget(name, digest=digest)
         await self.driver.delete_prefix(paths.tag_index(name, digest))
         await self.events.emit("DELETE", name, str(digest), None, record.get("mediaType"))
         return True
@@ -385,6 +401,7 @@ class ManifestStore:
         if old is None:
             raise ManifestUnknown(f"manifest tagged {tag!r} not found", {"tag": tag})
         await self.driver.delete(paths.tag(name, tag))
+        self.cache.forget(name, [tag])
         await self.driver.delete(paths.tag_index_entry(name, old, tag))
         await self.events.emit("DELETE", name, str(old), tag)
         return old

@@ -21,7 +21,8 @@ from storage.uploads import UploadStore
 
 class Store:
     def __init__(self, driver: Driver, create_on_push: bool = False,
-                 subscriptions: Iterable[Subscription] = ()) -> None:
+                 subscriptions: Iterable[Subscription] = (), tag_cache_seconds: float = 0.0
+                 ) -> None:
         self.driver = driver
         self.events = EventQueue(driver, subscriptions)
         self.templates = TemplateStore(driver)
@@ -29,7 +30,8 @@ class Store:
         self.sweeps = Sweeps(driver)
         self.blobs = BlobStore(driver, self.repositories, self.sweeps)
         self.uploads = UploadStore(driver, self.blobs)
-        self.manifests = ManifestStore(driver, self.repositories, self.blobs, self.events)
+        self.manifests = ManifestStore(driver, self.repositories, self.blobs, self.events,
+                                       tag_cache_seconds)
         self.audit = AuditLog(driver)
         self.lifecycle = LifecycleStore(driver, self.manifests, self.audit)
         self.iam = IamStore(driver)
