@@ -179,6 +179,9 @@ def summed_registry() -> CollectorRegistry:
     return summed
 
 
+_LABEL_SETS = 1024  # label values remembered by RequestMiddleware (methods come from clients)
+
+
 class RequestMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
                  limiter: RateLimiter | None = None) -> None:
@@ -186,6 +189,29 @@ class RequestMiddleware:
         self.settings = settings
         self.metrics = metrics
         self.limiter = limiter
+        # Labelled metric children, looked up once per label values (`labels()` costs a lock
+        # and a dict build on every call; the label sets are few and bounded).
+        self._routes: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._statuses: dict[tuple[str, str, str], Any] = {}
+
+    def _per_route(self, route: str, method: str) -> tuple[Any, Any, Any, Any]:
+        """(requests in flight, latency, bytes received, bytes sent) for route and method."""
+        found = self._routes.get((route, method))
+        if found is None:
+            m = self.metrics
+            found = (m.in_flight.labels(route), m.latency.labels(route, method),
+                     m.received.labels(route), m.sent.labels(route))
+            if len(self._routes) < _LABEL_SETS:
+                self._routes[(route, method)] = found
+        return found
+
+    def _answered(self, route: str, method: str, status: str) -> Any:
+        found = self._statuses.get((route, method, status))
+        if found is None:
+            found = self.metrics.requests.labels(route, method, status)
+            if len(self._statuses) < _LABEL_SETS:
+                self._statuses[(route, method, status)] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -239,7 +265,8 @@ class RequestMiddleware:
                 await response(scope, receive_counted, send_counted)
                 metrics.requests.labels(route, method, "429").inc()
                 return
-        gauge = metrics.in_flight.labels(route)
+        per_route = self._per_route(route, method)
+        gauge = per_route[0]
         gauge.inc()
         receiving = route == "blob_upload" and method in ("POST", "PATCH", "PUT")
         if receiving:
@@ -255,10 +282,10 @@ class RequestMiddleware:
                 self.limiter.end_upload()
             elapsed = time.perf_counter() - started
             status = str(counts["status"])
-            metrics.requests.labels(route, method, status).inc()
-            metrics.latency.labels(route, method).observe(elapsed)
-            metrics.received.labels(route).inc(counts["in"])
-            metrics.sent.labels(route).inc(counts["out"])
+            self._answered(route, method, status).inc()
+            per_route[1].observe(elapsed)
+            per_route[2].inc(counts["in"])
+            per_route[3].inc(counts["out"])
             if operation is not None:
                 metrics.ecr_operations.labels(operation, status).inc()
             if self.settings.server.request_log:

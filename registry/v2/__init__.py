@@ -8,8 +8,13 @@ from registry.v2 import base, blobs, catalog, manifests, referrers, tags, upload
 
 
 def routes() -> list[Route]:
-    # Upload routes come before the blob route: both end in `/blobs/...`.
+    # The pulls' routes first (the router tries them in order, a regex each: a manifest GET
+    # is most of the traffic); no path matches both a manifest route and a blob route, as a
+    # reference or digest has no `/`. Upload routes come before the blob route: both end in
+    # `/blobs/...`.
     return [
+        Route("/v2/{name:path}/manifests/{reference}", manifests.get_manifest,
+              methods=["GET", "HEAD"], name="manifest"),
         Route("/v2/", base.version_check, methods=["GET"], name="base"),
         Route("/v2/_catalog", catalog.catalog, methods=["GET"], name="catalog"),
         Route("/v2/{name:path}/blobs/uploads/", uploads.start_upload, methods=["POST"],
@@ -21,8 +26,6 @@ def routes() -> list[Route]:
         Route("/v2/{name:path}/blobs/uploads/{uuid}", uploads.cancel_upload, methods=["DELETE"]),
         Route("/v2/{name:path}/blobs/{digest}", blobs.get_blob, methods=["GET", "HEAD"],
               name="blob"),
-        Route("/v2/{name:path}/manifests/{reference}", manifests.get_manifest,
-              methods=["GET", "HEAD"], name="manifest"),
         Route("/v2/{name:path}/blobs/{digest}", blobs.delete_blob, methods=["DELETE"]),
         Route("/v2/{name:path}/manifests/{reference}", manifests.put_manifest, methods=["PUT"]),
         Route("/v2/{name:path}/manifests/{reference}", manifests.delete_manifest,
