@@ -634,13 +634,15 @@ DISTRIBUTION_QUIET_LOG = """\
     disabled: true
 """
 TARGET_NAMES = ("ours-fs", "ours-s3", "ours-rgw", DISTRIBUTION, "ours-fs-granian",
-                "ours-fs-nofsync", "ours-fs-workers")
+                "ours-fs-nofsync", "ours-fs-workers", "ours-fs-cache")
 DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-workers")
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 NOFSYNC_SETTINGS = """
 [storage.filesystem]
 fsync = false
 """
+# ours-fs-cache: pulls may answer a tag (and that a digest exists) from memory for 1 s.
+TAG_CACHE_SETTING = "tag_cache_seconds = 1\n"  # under [repositories]
 # ours-fs-workers: one worker process per core (`server.workers`), as Distribution uses them.
 WORKERS = os.cpu_count() or 1
 WORKERS_SETTINGS = f"""
@@ -675,8 +677,8 @@ class Deployment:
 class Target:
     """One registry under test: `ours-fs`, `ours-s3` (moto_server), `ours-rgw` (Ceph RGW),
     `distribution`, `ours-fs-granian` (ours-fs served by Granian instead of uvicorn),
-    `ours-fs-nofsync` (ours-fs without fsync, like Distribution) or `ours-fs-workers` (ours-fs
-    with one worker process per core)."""
+    `ours-fs-nofsync` (ours-fs without fsync, like Distribution), `ours-fs-workers` (ours-fs
+    with one worker process per core) or `ours-fs-cache` (ours-fs with a 1 s tag cache)."""
 
     name: str
     python: str = sys.executable
@@ -698,6 +700,7 @@ class Target:
             return f"{self.python} bench/granian_serve.py --config <settings.toml> ({self.backend})"
         extra = (", fsync off" if self.name.endswith("-nofsync") else
                  f", {WORKERS} workers" if self.name.endswith("-workers") else
+                 ", tag cache 1 s" if self.name.endswith("-cache") else
                  " on moto_server" if self.name == "ours-s3" else
                  " on Ceph RGW (.ci/rgw)" if self.name == "ours-rgw" else "")
         return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{extra})"
@@ -750,6 +753,8 @@ class Target:
             settings += NOFSYNC_SETTINGS
         if self.name.endswith("-workers"):
             settings += WORKERS_SETTINGS
+        if self.name.endswith("-cache"):  # a second [repositories] table would be invalid TOML
+            settings = settings.replace("[repositories]\n", "[repositories]\n" + TAG_CACHE_SETTING)
         if self.backend == "s3":
             s3 = backing.s3
             assert s3 is not None

@@ -23,7 +23,7 @@ from typing import Any
 
 from run import DISTRIBUTION, HIGHER, RESULTS_DIR, median, rows_for
 
-OURS = ("ours-fs", "ours-s3", "ours-rgw", "ours-fs-granian", "ours-fs-nofsync")
+OURS = ("ours-fs", "ours-s3", "ours-rgw", "ours-fs-granian", "ours-fs-nofsync", "ours-fs-cache")
 
 
 def normalized(report: dict[str, Any], section: str, op: str, target: str,

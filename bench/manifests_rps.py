@@ -1,4 +1,5 @@
-"""Manifest PUT, GET and HEAD requests per second at 1, 16 and 64 concurrent clients.
+"""Manifest GET and HEAD (by tag, by digest), blob HEAD and manifest PUT requests per second
+at 1, 16 and 64 concurrent clients.
 
 A section of bench/run.py (run it through that script). It also holds the load generator
 the concurrency section uses: `HttpConn`, a minimal HTTP/1.1 keep-alive client on raw
@@ -16,10 +17,14 @@ concurrency, every client holds one connection and sends requests back to back f
 - `get`: `GET /v2/bench/manifests/manifests/<tag>` with the OCI manifest `Accept`, over the
   tags in turn; the body is read and its length checked;
 - `head`: the same with `HEAD`;
+- `get_digest`, `head_digest`: the same by digest (`/manifests/sha256:…`, the digests of
+  those tags); a HEAD's `Content-Length` must be the manifest's length;
+- `blob_head`: `HEAD /v2/bench/manifests/blobs/<digest>` of the config and the layer in
+  turn; its `Content-Length` must be the blob's size;
 - `put`: `PUT /v2/bench/manifests/manifests/<new tag>` of a manifest never pushed before
   (its annotation holds the client and request number), so each request stores new content.
 
-The order is get, head, put, so the reads run on a repository of `GET_TAGS` tags.
+The reads come first and `put` last, so they run on a repository of `GET_TAGS` tags.
 """
 
 from __future__ import annotations
@@ -48,9 +53,15 @@ SETUP_CONCURRENCY = 8
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OPS = ("get", "head", "put")
+OPS = ("get", "head", "get_digest", "head_digest", "blob_head", "put")  # reads before put
+LABELS = {"get": "GET", "head": "HEAD", "get_digest": "GET by digest",
+          "head_digest": "HEAD by digest", "blob_head": "blob HEAD", "put": "PUT"}
+METHODS = {"get": "GET", "head": "HEAD", "get_digest": "GET", "head_digest": "HEAD",
+           "blob_head": "HEAD", "put": "PUT"}
 LEVELS = (1, 16, 64)
-EXPECTED = {"get": 200, "head": 200, "put": 201}
+EXPECTED = {"get": 200, "head": 200, "get_digest": 200, "head_digest": 200, "blob_head": 200,
+            "put": 201}
+HEAD_LENGTH_CHECKED = ("head_digest", "blob_head")  # Content-Length must be the size
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +319,17 @@ async def setup(base_url: str, mset: ManifestSet) -> list[tuple[str, int]]:
             c.close()
 
 
+def read_targets(op: str, tags: list[tuple[str, int]], mset: ManifestSet) -> list[tuple[str, int]]:
+    """(path, expected length) that a read op goes through in turn: the tags setup() pushed,
+    their digests, or the two blobs."""
+    if op == "blob_head":
+        return [(f"/v2/{REPO}/blobs/{sha256_digest(b)}", len(b)) for b in (mset.config, mset.layer)]
+    if op in ("get_digest", "head_digest"):
+        return [(f"/v2/{REPO}/manifests/{sha256_digest(mset.manifest(tag))}", size)
+                for tag, size in tags]
+    return [(f"/v2/{REPO}/manifests/{tag}", size) for tag, size in tags]
+
+
 @dataclass
 class LevelResult:
     requests: int = 0
@@ -329,9 +351,13 @@ async def run_level(
     loop = asyncio.get_running_loop()
     start = loop.time() + warmup
     stop = start + duration
-    accept = {"Accept": OCI_MANIFEST}
+    accept = {} if op == "blob_head" else {"Accept": OCI_MANIFEST}
     put_headers = {"Content-Type": OCI_MANIFEST}
     expected = EXPECTED[op]
+    method = METHODS[op]
+    reads = [] if op == "put" else read_targets(op, tags, mset)
+    check_body = method == "GET"
+    check_header = op in HEAD_LENGTH_CHECKED
 
     async def client(cid: int, conn: HttpConn) -> None:
         nonlocal counter
@@ -340,23 +366,26 @@ async def run_level(
             if op == "put":
                 counter += 1
                 tag = f"{label}-{counter}"
+                path = f"/v2/{REPO}/manifests/{tag}"
                 call: Awaitable[Response] = conn.request(
-                    "PUT", f"/v2/{REPO}/manifests/{tag}", put_headers, mset.manifest(tag))
+                    "PUT", path, put_headers, mset.manifest(tag))
                 size = 0
             else:
-                tag, size = tags[i % len(tags)]
+                path, size = reads[i % len(reads)]
                 i += 1
-                call = conn.request(op.upper(), f"/v2/{REPO}/manifests/{tag}", accept)
+                call = conn.request(method, path, accept)
             t0 = time.perf_counter()
             resp = await call
             elapsed = time.perf_counter() - t0
             if not start <= loop.time() <= stop:  # count what completes in the window
                 continue
-            ok = resp.status == expected and (op != "get" or resp.length == size)
+            ok = (resp.status == expected and (not check_body or resp.length == size)
+                  and (not check_header or resp.headers.get("content-length") == str(size)))
             if not ok:
                 result.errors += 1
                 if result.first_error is None:
-                    result.first_error = f"{op} {tag} -> {resp.status} ({resp.length} bytes)"
+                    result.first_error = (f"{method} {path} -> {resp.status} ({resp.length} bytes,"
+                                          f" Content-Length {resp.headers.get('content-length')})")
                 if resp.status >= 500 or resp.status == 429:
                     await asyncio.sleep(0.01)
                 continue
@@ -421,7 +450,7 @@ def measure_target(
                 err = f"  {s['errors']} errors: {s['first_error']}" if s["errors"] else ""
                 s3 = (f"  {dep.s3.name} {fmt(s['s3_server_cpu_ms_per_req'], 3)}"
                       if dep.s3 is not None else "")
-                log(f"    {op:<4} x{clients:<3} {s['rps']:9.0f} req/s  p50 {fmt(s['p50_ms'])} ms"
+                log(f"    {op:<11} x{clients:<3} {s['rps']:9.0f} req/s  p50 {fmt(s['p50_ms'])} ms"
                     f"  p99 {fmt(s['p99_ms'])} ms  server {fmt(s['server_cpu_ms_per_req'], 3)}"
                     f"{s3} CPU ms/req  client {s['client_cpu']:.0%} of a core{err}")
 

@@ -8,7 +8,8 @@ Sections (`--only` picks some; see bench/README.md for what each measures):
     limits       this machine's ceilings: single-core sha256, sendfile over loopback
     blobs        one 1 GiB blob: push (monolithic, 16 MiB chunks), pull; CPU s/GiB, peak RSS
     concurrency  32 clients at once, each pushing then pulling its own 32 MiB blob
-    manifests    manifest GET, HEAD and PUT requests per second at 1, 16 and 64 clients
+    manifests    manifest GET, HEAD (by tag, by digest), blob HEAD and manifest PUT requests
+                 per second at 1, 16 and 64 clients
     listing      tags list and catalog latency at 10,000 entries (bench/listing.py)
     docker       `docker push` and `docker pull` of a 5-layer, 200 MB image
 
@@ -287,7 +288,7 @@ def rows_for(section: str, levels: tuple[int, ...]) -> list[tuple[str, str, str,
         return [(op, m, f"{op} {label}", better) for op in BLOB_OPS
                 for m, label, better in BLOB_METRICS]
     if section == "manifests":
-        return [(f"{op}-c{c}", m, f"{op.upper()} x{c} {label}", better)
+        return [(f"{op}-c{c}", m, f"{manifests_rps.LABELS[op]} x{c} {label}", better)
                 for op in manifests_rps.OPS for c in levels
                 for m, label, better in (("rps", "req/s", HIGHER), ("p99_ms", "p99 ms", LOWER))]
     if section == "listing":
@@ -340,7 +341,7 @@ def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[st
     sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
     for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-rgw", "rgw"),
                         ("ours-fs-granian", "granian"), ("ours-fs-nofsync", "nofsync"),
-                        ("ours-fs-workers", "workers")):
+                        ("ours-fs-workers", "workers"), ("ours-fs-cache", "cache")):
         for section, summary in summaries.items():
             for op, metric, label, better in rows_for(section, levels):
                 ref_op = "pull" if op == "pull-streamed" else op
@@ -426,7 +427,7 @@ def format_tables(report: dict[str, Any]) -> str:
             if c["group"] == "fs":
                 lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
                              f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
-        for group in ("fs", "workers", "nofsync", "granian", "s3", "rgw"):
+        for group in ("fs", "workers", "cache", "nofsync", "granian", "s3", "rgw"):
             rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
                    and "headline" not in c["what"]]
             if rel:
@@ -435,7 +436,8 @@ def format_tables(report: dict[str, Any]) -> str:
                              f"{len(rel) - len(misses)}/{len(rel)} PASS"
                              + (f"; MISS: {', '.join(misses)}"
                                 if misses and group not in ("s3", "rgw") else ""))
-        for group, name in (("workers", "ours-fs-workers"), ("nofsync", "ours-fs-nofsync"),
+        for group, name in (("workers", "ours-fs-workers"), ("cache", "ours-fs-cache"),
+                            ("nofsync", "ours-fs-nofsync"),
                             ("granian", "ours-fs-granian"), ("s3", "ours-s3"),
                             ("rgw", "ours-rgw")):
             others = [c for c in absolute if c["group"] == group]
