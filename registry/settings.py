@@ -194,11 +194,11 @@ class RepositoriesSettings:
     # push create its repository with default settings (as a ROOT creation template applied
     # for CREATE_ON_PUSH would); stored templates are consulted either way.
     create_on_push: bool = False
-    # Seconds this process may answer from memory what a tag points at, and that a manifest
-    # read by digest still exists, instead of reading storage on every pull (the read is most
-    # of a pull's cost). Changes made through this process are seen at once; a tag moved or a
-    # manifest deleted through another replica or worker is seen within this long. 0: every
-    # pull reads storage.
+    # Seconds this process may answer from memory what a tag points at, that a manifest read
+    # by digest still exists, and that a blob is in the repository (with its size), instead of
+    # reading storage on every pull (the read is most of a pull's cost). Changes made through
+    # this process are seen at once; a tag moved, or a manifest or blob deleted, through
+    # another replica or worker is seen within this long. 0: every pull reads storage.
     tag_cache_seconds: float = 0.0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from storage import paths
+from storage.caches import PullCache
 from storage.content.digest import Digest
 from storage.drivers.base import Driver
 from storage.errors import BlobUnknown, KeyNotFound, RangeNotSatisfiable
@@ -31,19 +33,28 @@ class ByteRange:
 
 
 class BlobStore:
-    def __init__(self, driver: Driver, repositories: RepositoryStore, sweeps: Sweeps) -> None:
+    def __init__(self, driver: Driver, repositories: RepositoryStore, sweeps: Sweeps,
+                 cache: PullCache | None = None) -> None:
         self.sweeps = sweeps
         self.driver = driver
         self.repositories = repositories
+        self.cache = cache or PullCache(0.0, 1)
 
-    async def stat(self, name: str, digest: Digest) -> BlobInfo:
-        """The blob as this repository sees it; BlobUnknown unless linked here and present."""
+    async def stat(self, name: str, digest: Digest, pull: bool = False) -> BlobInfo:
+        """The blob as this repository sees it; BlobUnknown unless linked here and present.
+        A `pull` may answer from memory within `repositories.tag_cache_seconds`."""
+        started = time.monotonic()
+        if pull:
+            size = self.cache.blob(name, digest, started)
+            if size is not None:
+                return BlobInfo(digest, size)
         try:  # both at once: a push checks every layer this way
             _, stat = await asyncio.gather(self.driver.stat(paths.layer_link(name, digest)),
                                            self.driver.stat(paths.blob(digest)))
         except KeyNotFound:
             raise BlobUnknown(f"blob {digest} unknown to repository", {"digest": str(digest)}) \
                 from None
+        self.cache.keep_blob(name, digest, stat.size, started)
         return BlobInfo(digest, stat.size)
 
     async def linked(self, name: str, digest: Digest) -> bool:
@@ -88,12 +99,14 @@ class BlobStore:
         await self.link(name, digest)
         if not await self.settled(digest):  # collected meanwhile: the client uploads it
             await self.driver.delete(paths.layer_link(name, digest))
+            self.cache.forget_blob(name, digest)
             return False
         return True
 
     async def unlink(self, name: str, digest: Digest) -> None:
         await self.stat(name, digest)
         await self.driver.delete(paths.layer_link(name, digest))
+        self.cache.forget_blob(name, digest)
 
     def read(self, digest: Digest, byte_range: ByteRange | None = None) -> AsyncIterator[bytes]:
         if byte_range is None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from storage.content.digest import Digest
 
+PULLS_REMEMBERED = 65536  # entries of each of a PullCache's maps
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -60,6 +61,10 @@ class Lru(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._items.pop(key, None)
 
+    def drop_where(self, doomed: Callable[[K], bool]) -> None:
+        for key in [k for k in self._items if doomed(k)]:
+            del self._items[key]
+
 
 class PullCache:
     """What a pull may take from memory instead of storage, per process.
@@ -67,9 +72,10 @@ class PullCache:
     - A revision's facts (media type, push time) by (repository, digest): for a read by tag
       always (the tag just read proves the revision exists: a delete removes tags first and GC
       spares tagged revisions).
-    - With `ttl` seconds: what a tag pointed at, and that a revision existed, when storage was
-      last read, trusted that long. This process's own changes leave tombstones, so a read
-      that began before a change keeps nothing; other processes' changes wait for `ttl`.
+    - With `ttl` seconds: what a tag pointed at, that a revision existed, and that a blob was
+      linked to a repository (with its size), when storage was last read, trusted that long.
+      This process's own changes leave tombstones, so a read that began before a change keeps
+      nothing; other processes' changes wait for `ttl`.
     """
 
     def __init__(self, ttl: float, capacity: int) -> None:
@@ -78,6 +84,10 @@ class PullCache:
         # (when read or changed, what was found: a digest, True; None/False: a tombstone)
         self._tags: Lru[tuple[str, str], tuple[float, Digest | None]] = Lru(capacity)
         self._seen: Lru[tuple[str, Digest], tuple[float, bool]] = Lru(capacity)
+        # A blob linked to a repository, with its size (-1: a tombstone).
+        self._blobs: Lru[tuple[str, Digest], tuple[float, int]] = Lru(capacity)
+        # When this process deleted a repository: nothing read before then is kept.
+        self._deleted: Lru[str, float] = Lru(1024)
 
     def tag(self, name: str, tag: str, now: float) -> Digest | None:
         entry = self._tags.get((name, tag))
@@ -85,8 +95,13 @@ class PullCache:
             return None
         return entry[1]
 
+    def _kept_since(self, name: str, started: float) -> bool:
+        deleted = self._deleted.get(name)
+        return deleted is None or deleted < started
+
     def keep_tag(self, name: str, tag: str, digest: Digest, started: float) -> None:
-        if self.ttl and _unchanged_since(self._tags.get((name, tag)), started):
+        if self.ttl and _unchanged_since(self._tags.get((name, tag)), started) \
+                and self._kept_since(name, started):
             self._tags.put((name, tag), (started, digest))
 
     def seen(self, name: str, digest: Digest, now: float) -> bool:
@@ -95,8 +110,34 @@ class PullCache:
         return entry is not None and entry[1] and now - entry[0] < self.ttl
 
     def keep_seen(self, name: str, digest: Digest, started: float) -> None:
-        if self.ttl and _unchanged_since(self._seen.get((name, digest)), started):
+        if self.ttl and _unchanged_since(self._seen.get((name, digest)), started) \
+                and self._kept_since(name, started):
             self._seen.put((name, digest), (started, True))
+
+    def blob(self, name: str, digest: Digest, now: float) -> int | None:
+        """The size of a blob linked to the repository within `ttl`, or None."""
+        entry = self._blobs.get((name, digest))
+        if entry is None or entry[1] < 0 or now - entry[0] >= self.ttl:
+            return None
+        return entry[1]
+
+    def keep_blob(self, name: str, digest: Digest, size: int, started: float) -> None:
+        entry = self._blobs.get((name, digest))
+        if self.ttl and (entry is None or entry[1] >= 0 or entry[0] < started) \
+                and self._kept_since(name, started):
+            self._blobs.put((name, digest), (started, size))
+
+    def forget_blob(self, name: str, digest: Digest) -> None:
+        """This process unlinked it: the next pull looks at storage."""
+        self._blobs.put((name, digest), (time.monotonic(), -1))
+
+    def forget_repository(self, name: str) -> None:
+        """This process deleted the repository: nothing of it is answered from memory."""
+        if not self.ttl:
+            return
+        self._deleted.put(name, time.monotonic())
+        for entries in (self._tags, self._seen, self._blobs):
+            entries.drop_where(lambda key: key[0] == name)
 
     def forget(self, name: str, tags: Iterable[str] = (), digest: Digest | None = None,
                now: float | None = None) -> None:

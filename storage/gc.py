@@ -239,6 +239,7 @@ class GarbageCollector:
             self._drop(name, digest)
             if not self.options.dry_run:
                 await self.driver.delete(key)
+                self.store.pulls.forget_blob(name, digest)
 
     # -- 2. blobs ------------------------------------------------------------------------------
 

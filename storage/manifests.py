@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from storage import paths, records
 from storage.blobs import BlobStore
-from storage.caches import ByteCache, PullCache
+from storage.caches import PULLS_REMEMBERED, ByteCache, PullCache
 from storage.content.digest import Digest
 from storage.content.manifest import Manifest, parse_manifest
 from storage.content.names import check_tag, is_tag
@@ -44,7 +44,6 @@ log = logging.getLogger("registry")
 _CACHE_BYTES = 32 * 1024 * 1024
 PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
 _PULLS_REMEMBERED = 65536
-_REVISIONS_REMEMBERED = 65536
 _LIST_BATCH = 1000
 
 
@@ -95,13 +94,13 @@ def _immutable(name: str, tag: str) -> TagImmutable:
 
 class ManifestStore:
     def __init__(self, driver: Driver, repositories: RepositoryStore, blobs: BlobStore,
-                 events: EventQueue | None = None, tag_cache_seconds: float = 0.0) -> None:
+                 events: EventQueue | None = None, cache: PullCache | None = None) -> None:
         self.driver = driver
         self.repositories = repositories
         self.blobs = blobs
         self.events = events or EventQueue(driver)
         self._bytes = ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
-        self.cache = PullCache(tag_cache_seconds, _REVISIONS_REMEMBERED)
+        self.cache = cache or PullCache(0.0, PULLS_REMEMBERED)
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
     # -- write ---------------------------------------------------------------------------------

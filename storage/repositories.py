@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from storage import paths, records
+from storage.caches import PullCache
 from storage.drivers.base import Driver
 from storage.errors import KeyNotFound, NameUnknown, RepositoryNotCreated
 from storage.templates import TemplateStore
@@ -61,10 +62,11 @@ def record_from_template(template: dict[str, Any]) -> dict[str, Any]:
 
 class RepositoryStore:
     def __init__(self, driver: Driver, templates: TemplateStore,
-                 create_on_push: bool = False) -> None:
+                 create_on_push: bool = False, cache: PullCache | None = None) -> None:
         self.driver = driver
         self.templates = templates
         self.create_on_push = create_on_push  # as if a ROOT template allowed it
+        self.cache = cache or PullCache(0.0, 1)
 
     async def for_push(self, name: str,
                        may_create: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
@@ -133,6 +135,7 @@ class RepositoryStore:
     async def delete(self, name: str) -> None:
         """Remove the repository: its catalog entry first, then everything under it."""
         await self.driver.delete(paths.catalog_marker(name))
+        self.cache.forget_repository(name)
         # Only this repository's own folders: nested repositories (name/sub) live beside them.
         for folder in ("_layers/", "_manifests/"):
             await self.driver.delete_prefix(f"{paths.repository(name)}/{folder}")

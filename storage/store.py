@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from storage.audit import AuditLog
 from storage.blobs import BlobStore
+from storage.caches import PULLS_REMEMBERED, PullCache
 from storage.drivers.base import Driver
 from storage.events import EventQueue, Subscription
 from storage.iam import IamStore
@@ -26,12 +27,13 @@ class Store:
         self.driver = driver
         self.events = EventQueue(driver, subscriptions)
         self.templates = TemplateStore(driver)
-        self.repositories = RepositoryStore(driver, self.templates, create_on_push)
+        self.pulls = PullCache(tag_cache_seconds, PULLS_REMEMBERED)  # what pulls may skip
+        self.repositories = RepositoryStore(driver, self.templates, create_on_push, self.pulls)
         self.sweeps = Sweeps(driver)
-        self.blobs = BlobStore(driver, self.repositories, self.sweeps)
+        self.blobs = BlobStore(driver, self.repositories, self.sweeps, self.pulls)
         self.uploads = UploadStore(driver, self.blobs)
         self.manifests = ManifestStore(driver, self.repositories, self.blobs, self.events,
-                                       tag_cache_seconds)
+                                       self.pulls)
         self.audit = AuditLog(driver)
         self.lifecycle = LifecycleStore(driver, self.manifests, self.audit)
         self.iam = IamStore(driver)

@@ -26,7 +26,7 @@ async def get_blob(request: Request) -> Response:
         "Cache-Control": "max-age=31536000",
     }
     try:
-        info = await blobs.stat(name, digest)
+        info = await blobs.stat(name, digest, pull=True)
     except BlobUnknown:
         fetched = await _through_cache(request, name, digest, headers)
         if fetched is None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveRegistry, backend_env, start_registry
-from tests.registry.util import OCI_MANIFEST, push_image
+from tests.registry.util import OCI_MANIFEST, push_image, sha256
 
 BOUND = 1.0
 REPO = "cache/app"
@@ -69,6 +69,27 @@ def test_a_moved_tag_is_seen_at_once_here_and_within_the_bound_elsewhere(
     assert seen_within(other, old.digest, None) <= BOUND + 0.5
 
 
+def blob_there(live: LiveRegistry, digest: str) -> bool:
+    return httpx.head(f"{live.url}/v2/{REPO}/blobs/{digest}").status_code == 200
+
+
+@pytest.mark.parametrize("replicas", [BOUND], indirect=True)
+def test_an_unlinked_blob_is_seen_at_once_here_and_within_the_bound_elsewhere(
+        replicas: list[LiveRegistry]) -> None:
+    mover, other = replicas
+    with httpx.Client(base_url=mover.url, timeout=30) as http:
+        image = push_image(http, REPO, "blobs")
+    layer = sha256(image.layers[0])
+    assert blob_there(other, layer) and blob_there(mover, layer)  # remembered in both
+    assert httpx.delete(f"{mover.url}/v2/{REPO}/blobs/{layer}").status_code == 202
+    assert not blob_there(mover, layer)  # its own change: at once
+    assert blob_there(other, layer)  # the cache is really used...
+    started = time.monotonic()
+    while blob_there(other, layer):  # ...and bounded
+        assert time.monotonic() - started < BOUND + 0.5
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("replicas", [0], indirect=True)
 def test_without_the_cache_every_replica_sees_a_move_at_once(
         replicas: list[LiveRegistry]) -> None:
@@ -80,3 +101,17 @@ def test_without_the_cache_every_replica_sees_a_move_at_once(
     assert served(other, "v1") == new.digest
     httpx.delete(f"{mover.url}/v2/{REPO}/manifests/v1")
     assert served(other, "v1") is None
+
+
+@pytest.mark.parametrize("replicas", [BOUND], indirect=True)
+def test_a_repository_deleted_here_is_gone_at_once(replicas: list[LiveRegistry]) -> None:
+    mover, _ = replicas
+    with httpx.Client(base_url=mover.url, timeout=30) as http:
+        image = push_image(http, REPO, "gone")
+    assert served(mover, "gone") == image.digest and blob_there(mover, sha256(image.layers[0]))
+    deleted = httpx.post(mover.url + "/", json={"repositoryName": REPO, "force": True}, headers={
+        "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DeleteRepository",
+        "Content-Type": "application/x-amz-json-1.1"})
+    assert deleted.status_code == 200, deleted.text
+    assert served(mover, "gone") is None and served(mover, image.digest) is None
+    assert not blob_there(mover, sha256(image.layers[0]))
