@@ -60,7 +60,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # hex form) instead of a random draw per request. They identify; they guard nothing.
 _ID_PREFIX = secrets.token_hex(8)
 _id_numbers = itertools.count()
-_PROCESS = f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _new_request_id() -> str:
@@ -336,6 +335,9 @@ def _log_refused(scope: Scope, request_id: str, route: str, repository: str | No
     limit (429), credentials that did not authenticate (401 when some were sent: without,
     a 401 is the ordinary challenge), a push to a repository that does not exist
     (NAME_UNKNOWN). Missing blobs and manifests are a client's ordinary questions: no line."""
+    if route != "ecr" and (status == 400 or (status == 404 and b"NAME_UNKNOWN" not in body)
+                           or (status == 401 and not credentials)):
+        return  # the common answers, decided without parsing the body
     code, message = "", ""
     try:
         answer = json.loads(body) if body else {}
@@ -423,7 +425,9 @@ async def readyz(request: Request) -> Response:
         problems.append("storage unreachable")
     else:
         if getattr(driver, "write_failure", None):  # writes failed: ready once one works
-            failure = await driver.probe_write(paths.write_probe(_PROCESS))
+            # This process's own probe (each of the workers forked from one supervisor too).
+            failure = await driver.probe_write(
+                paths.write_probe(f"{socket.gethostname()}-{os.getpid()}"))
             if failure is not None:
                 problems.append(failure)
     if problems:

@@ -5,7 +5,6 @@ or as a server that starts "ready" and then fails every write, is one line on st
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 from pathlib import Path
@@ -41,13 +40,10 @@ def storage_problem(settings: Settings) -> str | None:
             os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        hint = f"make it writable by that user (chown {os.getuid()} {root})" \
-            if exc.errno in (errno.EACCES, errno.EPERM) else \
-            "free space or grow the volume" if exc.errno in fs_errors.FULL else \
-            "mount it read-write" if exc.errno == errno.EROFS else "fix it"
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        return f"cannot write to the data directory {root} as {who}: {_reason(exc)}; {hint}"
+        return (f"cannot write to the data directory {root} as {who}: {_reason(exc)}; "
+                f"{fs_errors.remedy(exc.errno, root)}")
     return None
 
 

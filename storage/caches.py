@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from storage.content.digest import Digest
 
@@ -81,55 +81,43 @@ class PullCache:
     def __init__(self, ttl: float, capacity: int) -> None:
         self.ttl = ttl
         self.revisions: Lru[tuple[str, Digest], tuple[str, float]] = Lru(capacity)
-        # (when read or changed, what was found: a digest, True; None/False: a tombstone)
-        self._tags: Lru[tuple[str, str], tuple[float, Digest | None]] = Lru(capacity)
-        self._seen: Lru[tuple[str, Digest], tuple[float, bool]] = Lru(capacity)
-        # A blob linked to a repository, with its size (-1: a tombstone).
-        self._blobs: Lru[tuple[str, Digest], tuple[float, int]] = Lru(capacity)
+        self._tags: _Remembered[tuple[str, str], Digest] = _Remembered(capacity)
+        self._seen: _Remembered[tuple[str, Digest], bool] = _Remembered(capacity)
+        self._blobs: _Remembered[tuple[str, Digest], int] = _Remembered(capacity)  # sizes
         # When this process deleted a repository: nothing read before then is kept.
         self._deleted: Lru[str, float] = Lru(1024)
 
     def tag(self, name: str, tag: str, now: float) -> Digest | None:
-        entry = self._tags.get((name, tag))
-        if entry is None or entry[1] is None or now - entry[0] >= self.ttl:
-            return None
-        return entry[1]
-
-    def _kept_since(self, name: str, started: float) -> bool:
-        deleted = self._deleted.get(name)
-        return deleted is None or deleted < started
+        return self._tags.fresh((name, tag), now, self.ttl)
 
     def keep_tag(self, name: str, tag: str, digest: Digest, started: float) -> None:
-        if self.ttl and _unchanged_since(self._tags.get((name, tag)), started) \
-                and self._kept_since(name, started):
-            self._tags.put((name, tag), (started, digest))
+        self._keep(self._tags, (name, tag), digest, started)
 
     def seen(self, name: str, digest: Digest, now: float) -> bool:
         """The revision was read within `ttl` (by digest, its existence is the answer)."""
-        entry = self._seen.get((name, digest))
-        return entry is not None and entry[1] and now - entry[0] < self.ttl
+        return self._seen.fresh((name, digest), now, self.ttl) is not None
 
     def keep_seen(self, name: str, digest: Digest, started: float) -> None:
-        if self.ttl and _unchanged_since(self._seen.get((name, digest)), started) \
-                and self._kept_since(name, started):
-            self._seen.put((name, digest), (started, True))
+        self._keep(self._seen, (name, digest), True, started)
 
     def blob(self, name: str, digest: Digest, now: float) -> int | None:
         """The size of a blob linked to the repository within `ttl`, or None."""
-        entry = self._blobs.get((name, digest))
-        if entry is None or entry[1] < 0 or now - entry[0] >= self.ttl:
-            return None
-        return entry[1]
+        return self._blobs.fresh((name, digest), now, self.ttl)
 
     def keep_blob(self, name: str, digest: Digest, size: int, started: float) -> None:
-        entry = self._blobs.get((name, digest))
-        if self.ttl and (entry is None or entry[1] >= 0 or entry[0] < started) \
-                and self._kept_since(name, started):
-            self._blobs.put((name, digest), (started, size))
+        self._keep(self._blobs, (name, digest), size, started)
+
+    def _keep(self, entries: _Remembered[tuple[str, Any], V], key: tuple[str, Any], value: V,
+              started: float) -> None:
+        """Remember what a read begun at `started` found, unless this process changed it (or
+        deleted its repository) since."""
+        deleted = self._deleted.get(key[0])
+        if self.ttl and (deleted is None or deleted < started):
+            entries.keep(key, value, started)
 
     def forget_blob(self, name: str, digest: Digest) -> None:
         """This process unlinked it: the next pull looks at storage."""
-        self._blobs.put((name, digest), (time.monotonic(), -1))
+        self._blobs.changed((name, digest))
 
     def forget_repository(self, name: str) -> None:
         """This process deleted the repository: nothing of it is answered from memory."""
@@ -139,18 +127,29 @@ class PullCache:
         for entries in (self._tags, self._seen, self._blobs):
             entries.drop_where(lambda key: key[0] == name)
 
-    def forget(self, name: str, tags: Iterable[str] = (), digest: Digest | None = None,
-               now: float | None = None) -> None:
+    def forget(self, name: str, tags: Iterable[str] = (), digest: Digest | None = None) -> None:
         """This process changed these in storage: the next pull reads them again."""
-        now = time.monotonic() if now is None else now
         for tag in tags:
-            self._tags.put((name, tag), (now, None))
+            self._tags.changed((name, tag))
         if digest is not None:
             self.revisions.drop((name, digest))
-            self._seen.put((name, digest), (now, False))
+            self._seen.changed((name, digest))
 
 
-def _unchanged_since(entry: tuple[float, object] | None, started: float) -> bool:
-    """No tombstone (this process's change) newer than `started`: what a read begun then
-    found may be kept."""
-    return entry is None or entry[1] not in (None, False) or entry[0] < started
+class _Remembered(Lru[K, tuple[float, V | None]]):
+    """What a read found, with when the read began; or a tombstone (None) with when this
+    process changed it, so that a read begun before the change keeps nothing."""
+
+    def fresh(self, key: K, now: float, ttl: float) -> V | None:
+        entry = self.get(key)
+        if entry is None or entry[1] is None or now - entry[0] >= ttl:
+            return None
+        return entry[1]
+
+    def keep(self, key: K, value: V, started: float) -> None:
+        entry = self.get(key)
+        if entry is None or entry[1] is not None or entry[0] < started:
+            self.put(key, (started, value))
+
+    def changed(self, key: K) -> None:
+        self.put(key, (time.monotonic(), None))

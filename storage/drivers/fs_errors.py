@@ -27,17 +27,28 @@ def user() -> str:
         return f"uid {uid}"
 
 
+def remedy(code: int | None, root: object) -> str:
+    """What the operator does about an OSError numbered `code` under the storage root."""
+    if code in FULL:
+        return "free space or grow the volume"
+    if code == errno.EROFS:
+        return f"mount {root} read-write"
+    if code in NOT_WRITABLE:
+        return f"make {root} writable by that user (chown {os.getuid()} {root})"
+    return "fix it"
+
+
 def translate(exc: BaseException, root: object) -> BaseException:
     """The storage error for an OSError under the storage root `root`, else `exc` itself."""
     if not isinstance(exc, OSError) or exc.errno is None:
         return exc
     if exc.errno in FULL:
-        return StorageFull(f"storage is full ({FULL[exc.errno]}) under {root}: free space "
-                           "or grow the volume; what is stored is unharmed and an upload "
-                           "cut short can be resumed")
+        return StorageFull(f"storage is full ({FULL[exc.errno]}) under {root}: "
+                           f"{remedy(exc.errno, root)}; what is stored is unharmed and an "
+                           "upload cut short can be resumed")
     if exc.errno in NOT_WRITABLE:
         where = exc.filename or root
         return StorageNotWritable(
             f"storage cannot be written ({NOT_WRITABLE[exc.errno]}) at {where} as {user()}: "
-            f"make {root} writable by that user")
+            f"{remedy(exc.errno, root)}")
     return exc
