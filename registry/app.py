@@ -48,6 +48,7 @@ def build_driver(settings: Settings) -> Driver:
             fsync=storage.filesystem.fsync,
             max_threads=storage.max_threads,
             metadata_threads=storage.filesystem.metadata_threads,
+            loop_reads=storage.filesystem.loop_reads,
         )
     if storage.driver == "s3":
         s3 = storage.s3

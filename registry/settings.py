@@ -109,6 +109,10 @@ class FilesystemSettings:
     # Threads for small calls (stat, records, renames; raise it on NFS); blob data uses
     # storage.max_threads.
     metadata_threads: int = 4
+    # Answer small reads (tag links, records, a blob's size) on the event loop when the kernel
+    # says they cannot block (the file is in memory; Linux 5.12+, local filesystems only), else
+    # on the threads. Exact either way: nothing is cached. Off: every read takes a thread.
+    loop_reads: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from storage import paths, records
 from storage.blobs import BlobStore
-from storage.caches import PULLS_REMEMBERED, ByteCache, PullCache
+from storage.caches import PULLS_REMEMBERED, ByteCache, Lru, PullCache
 from storage.content.digest import Digest
 from storage.content.manifest import Manifest, parse_manifest
 from storage.content.names import check_tag, is_tag
@@ -42,6 +42,7 @@ MAX_TAGS_PAGE = 1000
 MAX_REFERRERS = 10000
 log = logging.getLogger("registry")
 _CACHE_BYTES = 32 * 1024 * 1024
+_TAG_RECORDS = 4096  # parsed tag records (about 200 bytes each)
 PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
 _PULLS_REMEMBERED = 65536
 _LIST_BATCH = 1000
@@ -100,6 +101,7 @@ class ManifestStore:
         self.blobs = blobs
         self.events = events or EventQueue(driver)
         self._bytes = ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
+        self._tag_records: Lru[bytes, Digest] = Lru(_TAG_RECORDS)  # tag record bytes → digest
         self.cache = cache or PullCache(0.0, PULLS_REMEMBERED)
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
@@ -311,13 +313,18 @@ class ManifestStore:
         """The digest `tag` points at, or None."""
         key = paths.tag(name, tag)
         try:
-            record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+            data = await self.driver.get(key, records.MAX_RECORD)
         except KeyNotFound:
             return None
-        try:
-            return Digest.parse(str(record["digest"]))
-        except (KeyError, DigestInvalid):
-            raise StorageUnavailable(f"corrupt record at {key}") from None
+        # A tag record's digest is a function of its bytes alone: parsed once per content.
+        digest = self._tag_records.get(data)
+        if digest is None:
+            try:
+                digest = Digest.parse(str(records.load(data, key)["digest"]))
+            except (KeyError, DigestInvalid):
+                raise StorageUnavailable(f"corrupt record at {key}") from None
+            self._tag_records.put(data, digest)
+        return digest
 
     async def revision_record(self, name: str, digest: Digest) -> dict[str, Any] | None:
         """The revision record (media type, size, pushedAt, imageSize, ...), or None."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from storage.drivers import fs_errors
 from storage.drivers.base import Observer, Stat, probe_write
+from storage.drivers.nowait import NoWait
 from storage.drivers.threads import Threads
 from storage.errors import DriverError, KeyBusy, KeyNotFound, OffsetMismatch, StorageUnavailable
 
@@ -52,7 +53,8 @@ class FilesystemDriver:
     name = "filesystem"
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
-                 max_threads: int = 32, metadata_threads: int = 4) -> None:
+                 max_threads: int = 32, metadata_threads: int = 4,
+                 loop_reads: bool = True) -> None:
         self.root = Path(root).resolve()
         # Set when a write failed for want of space or permission (what went wrong); /readyz
         # is not ready until `probe_write` succeeds.
@@ -71,6 +73,9 @@ class FilesystemDriver:
         self._small = Threads(metadata_threads, "fs", self._translate)
         self._data = Threads(max_threads, "fs_data", self._translate)
         self._listings = _ListingCache()
+        # Small reads the kernel can answer without waiting skip the threads (nowait.py).
+        self._nowait = NoWait(self.root) if loop_reads else None
+        self._root_slash = f"{self.root}/"
 
     def _translate(self, exc: BaseException) -> BaseException:
         translated = fs_errors.translate(exc, self.root)
@@ -86,13 +91,18 @@ class FilesystemDriver:
         return problem
 
     def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise DriverError(f"invalid key {key!r}")
-        return self.root / key
+        return self.root / _checked(key)
 
     # -- small objects -------------------------------------------------------------------------
 
     async def get(self, key: str, max_size: int | None = None) -> bytes:
+        if self._nowait is not None:
+            try:
+                data = self._nowait.read(self._root_slash + _checked(key), max_size)
+            except FileNotFoundError:
+                raise KeyNotFound(key) from None
+            if data is not None:
+                return data
         return await self._small.run(self._get, key, max_size)
 
     def _get(self, key: str, max_size: int | None) -> bytes:
@@ -166,6 +176,13 @@ class FilesystemDriver:
         return tmp
 
     async def stat(self, key: str) -> Stat:
+        if self._nowait is not None:
+            try:
+                st = self._nowait.stat(self._root_slash + _checked(key))
+            except FileNotFoundError:
+                raise KeyNotFound(key) from None
+            if st is not None:
+                return _object_stat(key, st)
         return await self._small.run(self._stat, key)
 
     def _stat(self, key: str) -> Stat:
@@ -173,12 +190,14 @@ class FilesystemDriver:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise KeyNotFound(key) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyNotFound(key)  # a folder is not an object
-        return Stat(size=st.st_size, modified=st.st_mtime)
+        return _object_stat(key, st)
 
     async def exists(self, key: str) -> bool:
-        return await self._small.run(lambda: self._path(key).is_file())
+        try:
+            await self.stat(key)
+        except KeyNotFound:
+            return False
+        return True
 
     async def delete(self, key: str) -> None:
         await self._small.run(_unlink, self._path(key))
@@ -394,6 +413,18 @@ class FilesystemDriver:
     async def close(self) -> None:
         self._small.close()
         self._data.close()
+
+
+def _checked(key: str) -> str:
+    if not key or key[0] == "/" or ".." in key.split("/"):
+        raise DriverError(f"invalid key {key!r}")
+    return key
+
+
+def _object_stat(key: str, st: os.stat_result) -> Stat:
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyNotFound(key)  # a folder is not an object
+    return Stat(size=st.st_size, modified=st.st_mtime)
 
 
 def _writev(fd: int, batch: list[bytes], observe: Observer | None) -> int:

@@ -37,6 +37,13 @@ async def filesystem_driver(request: pytest.FixtureRequest) -> Driver:
     return FilesystemDriver(tmp_path / "filesystem")
 
 
+async def filesystem_threads_driver(request: pytest.FixtureRequest) -> Driver:
+    """Every call on the threads: the path small reads take when the kernel cannot promise to
+    answer from memory (`storage/drivers/nowait.py`)."""
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return FilesystemDriver(tmp_path / "filesystem", loop_reads=False)
+
+
 S3_PART_SIZE = 5 * 1024 * 1024  # S3's minimum: parts fill with MB-sized test data
 
 
@@ -76,6 +83,7 @@ def s3_driver(backend: str) -> DriverFactory:
 
 DRIVER_FACTORIES: dict[str, DriverFactory] = {
     "filesystem": filesystem_driver,
+    "filesystem-threads": filesystem_threads_driver,
     **{backend: s3_driver(backend) for backend in S3_BACKENDS},
 }
 
