@@ -165,6 +165,28 @@ def test_rotation_old_tokens_verify_new_use_new_kid_retired_refused() -> None:
     run(body)
 
 
+def test_a_token_used_again_and_again_still_expires_and_keeps_its_kind() -> None:
+    """A token is checked once and remembered: later uses still end at its expiry, with its
+    key's retirement, and are still refused as another kind of token."""
+    async def body(service: TokenService, clock: Clock) -> None:
+        token = service.issue("alice", [PULL]).token
+        for _ in range(3):
+            assert (await service.verify(token)).access == (PULL,)
+        await refused(service, token, "not a refresh token", kind="refresh")
+        clock.now += TTL - 1
+        assert (await service.verify(token)).subject == "alice"
+        clock.now += 1
+        await refused(service, token, "token expired")
+        fresh = service.issue("alice", [PULL]).token
+        assert (await service.verify(fresh)).subject == "alice"
+        kid = service.keyring.current.kid
+        await service.keyring.rotate()
+        await service.keyring.retire(kid)
+        await refused(service, fresh, "unknown key")
+
+    run(body)
+
+
 def test_another_replicas_new_key_is_found_by_refreshing() -> None:
     async def main() -> None:
         store, box, clock = FakeKeyStore(), new_box(), Clock()
