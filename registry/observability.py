@@ -79,11 +79,13 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 _TARGET = "amazonec2containerregistry_v20150921."
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/v2/?$"), "base"),
-    (re.compile(r"^/v2/_catalog$"), "catalog"),
+    # Most requests first. No path matches two of the /v2/ patterns except blob_upload's and
+    # blob's ("…/blobs/uploads/x"), which keep their order.
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "manifest"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/[^/]*$"), "blob_upload"),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/[^/]+$"), "blob"),
-    (re.compile(r"^/v2/(?P<name>.+)/manifests/[^/]+$"), "manifest"),
+    (re.compile(r"^/v2/?$"), "base"),
+    (re.compile(r"^/v2/_catalog$"), "catalog"),
     (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), "tags"),
     (re.compile(r"^/v2/(?P<name>.+)/referrers/[^/]+$"), "referrers"),
     (re.compile(r"^/token$"), "token"),
@@ -219,7 +221,8 @@ class RequestMiddleware:
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else _new_request_id()
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) \
+            else _new_request_id()
         route, repository = classify(scope.get("path", ""))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -283,8 +286,10 @@ class RequestMiddleware:
             status = str(counts["status"])
             self._answered(route, method, status).inc()
             per_route[1].observe(elapsed)
-            per_route[2].inc(counts["in"])
-            per_route[3].inc(counts["out"])
+            if counts["in"]:
+                per_route[2].inc(counts["in"])
+            if counts["out"]:
+                per_route[3].inc(counts["out"])
             if operation is not None:
                 metrics.ecr_operations.labels(operation, status).inc()
             if self.settings.server.request_log:
@@ -375,9 +380,9 @@ def _log_refused(scope: Scope, request_id: str, route: str, repository: str | No
 class InstrumentedDriver:
     """A storage driver that times each operation; everything else passes through."""
 
-    _TIMED = frozenset({"get", "put", "put_if_absent", "put_ordered", "stat", "exists", "delete",
-                        "delete_many", "delete_prefix", "list", "append", "seal", "scan",
-                        "move", "redirect_url"})
+    _TIMED = frozenset({"get", "put", "put_if_absent", "put_ordered", "stat", "stat_many",
+                        "exists", "delete", "delete_many", "delete_prefix", "list", "append",
+                        "seal", "scan", "move", "redirect_url"})
 
     def __init__(self, driver: Any, metrics: Metrics) -> None:
         self._driver = driver

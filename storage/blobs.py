@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -48,9 +47,9 @@ class BlobStore:
             size = self.cache.blob(name, digest, started)
             if size is not None:
                 return BlobInfo(digest, size)
-        try:  # both at once: a push checks every layer this way
-            _, stat = await asyncio.gather(self.driver.stat(paths.layer_link(name, digest)),
-                                           self.driver.stat(paths.blob(digest)))
+        try:  # both at once where that helps (S3): a push checks every layer this way
+            _, stat = await self.driver.stat_many([paths.layer_link(name, digest),
+                                                   paths.blob(digest)])
         except KeyNotFound:
             raise BlobUnknown(f"blob {digest} unknown to repository", {"digest": str(digest)}) \
                 from None

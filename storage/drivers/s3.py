@@ -275,6 +275,9 @@ class S3Driver:
         size = int(meta["size"]) if _APPENDABLE in meta else int(head["ContentLength"])
         return Stat(size=size, modified=head["LastModified"].timestamp())
 
+    async def stat_many(self, keys: builtins.list[str]) -> builtins.list[Stat]:
+        return list(await asyncio.gather(*(self.stat(key) for key in keys)))
+
     async def exists(self, key: str) -> bool:
         try:
             await self.stat(key)

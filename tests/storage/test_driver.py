@@ -213,6 +213,17 @@ async def test_stat(driver: Driver, size: int) -> None:
     assert before - 60 <= stat.modified <= time.time() + 60
 
 
+async def test_stat_many_answers_in_order_or_not_at_all(driver: Driver) -> None:
+    await put_keys(driver, ["many/a", "many/bb", "many/ccc"])
+    stats = await driver.stat_many(["many/ccc", "many/a", "many/bb"])
+    assert [s.size for s in stats] == [len("many/ccc"), len("many/a"), len("many/bb")]
+    assert await driver.stat_many([]) == []
+    with pytest.raises(KeyNotFound):
+        await driver.stat_many(["many/a", "many/absent", "many/bb"])
+    with pytest.raises(KeyNotFound):
+        await driver.stat_many(["many"])  # a folder is not an object
+
+
 async def test_exists(driver: Driver) -> None:
     assert await driver.exists("ex/key") is False
     await driver.put("ex/key", b"v")
