@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from auth.errors import AuthError
 from registry import ecr, errors, token
 from registry.auth import build_auth, key_refresher
+from registry.fastlane import FastLane
 from registry.limits import RateLimiter, SharedLimits
 from registry.logs import StartupFailed
 from registry.observability import (
@@ -113,18 +115,22 @@ def create_app(settings: Settings, shared_limits: SharedLimits | None = None) ->
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    exception_handlers: dict[Any, Any] = {
+        RegistryError: errors.registry_error_handler,
+        AuthError: errors.auth_error_handler,
+        HTTPException: errors.http_error_handler,
+        ClientDisconnect: errors.client_gone_handler,
+        Exception: errors.unexpected_error_handler,
+    }
+    pulls = [route for route in routes
+             if isinstance(route, Route) and route.name in FastLane.ROUTES]
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            RegistryError: errors.registry_error_handler,
-            AuthError: errors.auth_error_handler,
-            HTTPException: errors.http_error_handler,
-            ClientDisconnect: errors.client_gone_handler,
-            Exception: errors.unexpected_error_handler,
-        },
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
         middleware=[Middleware(RequestMiddleware, settings=settings, metrics=metrics,
-                               limiter=limiter)],
+                               limiter=limiter),
+                    Middleware(FastLane, routes=pulls, exception_handlers=exception_handlers)],
     )
     app.state.settings = settings
     app.state.store = store
