@@ -168,10 +168,10 @@ class TokenService:
     async def verify(self, token: str, kind: str = ACCESS) -> Claims:
         remembered = self._verified.get(token)
         if remembered is not None:
-            claims, kid = remembered
-            if claims.kind == kind and kid in self.keyring.verification_keys:
-                self._check_times(claims.expires_at, claims.not_before, claims.issued_at)
-                return claims
+            known, signer = remembered
+            if known.kind == kind and signer in self.keyring.verification_keys:
+                self._check_times(known.expires_at, known.not_before, known.issued_at)
+                return known
         header = _read_header(token)
         alg = header.get("alg")
         if alg not in ALLOWED_ALGORITHMS:

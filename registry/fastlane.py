@@ -35,7 +35,7 @@ class FastLane:
                  exception_handlers: Mapping[Any, Handler]) -> None:
         self.app = app
         for route in routes:
-            if route.methods != _METHODS:
+            if route.methods is None or frozenset(route.methods) != _METHODS:
                 raise ValueError(f"{route.path}: the fast lane takes GET and HEAD routes only")
         self.routes = [(route.path_regex, route.param_convertors, route.endpoint)
                        for route in routes]
