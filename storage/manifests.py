@@ -42,7 +42,7 @@ MAX_TAGS_PAGE = 1000
 MAX_REFERRERS = 10000
 log = logging.getLogger("registry")
 _CACHE_BYTES = 32 * 1024 * 1024
-_TAG_RECORDS = 4096  # parsed tag records (about 200 bytes each)
+_PARSED_RECORDS = 4096  # of each kind (a few hundred bytes each)
 PULL_RECORD_INTERVAL = 3600.0  # lastRecordedPullTime is written at most this often per image
 _PULLS_REMEMBERED = 65536
 _LIST_BATCH = 1000
@@ -101,7 +101,9 @@ class ManifestStore:
         self.blobs = blobs
         self.events = events or EventQueue(driver)
         self._bytes = ByteCache(_CACHE_BYTES)  # immutable content, keyed by digest
-        self._tag_records: Lru[bytes, Digest] = Lru(_TAG_RECORDS)  # tag record bytes → digest
+        # Parsed records by their bytes: tag → digest, revision → (media type, push time).
+        self._tag_records: Lru[bytes, Digest] = Lru(_PARSED_RECORDS)
+        self._revision_records: Lru[bytes, tuple[str, float]] = Lru(_PARSED_RECORDS)
         self.cache = cache or PullCache(0.0, PULLS_REMEMBERED)
         self._pulls: OrderedDict[tuple[str, Digest], float] = OrderedDict()  # last pull noted
 
@@ -346,11 +348,15 @@ class ManifestStore:
         if facts is None:
             key = paths.revision(name, digest)
             try:
-                record = records.load(await self.driver.get(key, records.MAX_RECORD), key)
+                data = await self.driver.get(key, records.MAX_RECORD)
             except KeyNotFound:
                 raise ManifestUnknown(f"manifest {digest} not found",
                                       {"digest": str(digest)}) from None
-            facts = (str(record["mediaType"]), float(record.get("pushedAt", 0)))
+            facts = self._revision_records.get(data)  # a function of the bytes alone
+            if facts is None:
+                record = records.load(data, key)
+                facts = (str(record["mediaType"]), float(record.get("pushedAt", 0)))
+                self._revision_records.put(data, facts)
             self.cache.revisions.put((name, digest), facts)
             self.cache.keep_seen(name, digest, started)
         raw = self._bytes.get(digest)
