@@ -2,6 +2,7 @@
 (scripts: bench/ leads sys.path)."""
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import hashlib
@@ -10,6 +11,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -303,6 +305,9 @@ class RegistrySpec:
     describe: str
     version: str | None = None
     config: str | None = None  # config.yml to write; launch() fills in {root} {port}
+    # Called with (config file, data dir) after the config is written, before the server
+    # starts: ours-fs-auth creates its user there with the CLI.
+    prepare: Callable[[Path, Path], None] | None = None
 
     def launch(self, workdir: Path) -> Server:
         """Start a server on a free loopback port, data dir under workdir (must not exist)."""
@@ -314,6 +319,8 @@ class RegistrySpec:
         config = workdir / "config.yml"
         if self.config is not None:
             config.write_text(self.config.format(root=data_dir, port=port))
+        if self.prepare is not None:
+            self.prepare(config, data_dir)
         fill = {"host": "127.0.0.1", "port": port, "data_dir": data_dir, "config": config}
         cmd = [a.format(**fill) for a in self.argv]
         server = Server(self.name, cmd, port, data_dir, workdir / "server.log")
@@ -600,7 +607,8 @@ def stop_rgws() -> None:
 
 # Our server runs with a settings file, not REGISTRY_* variables (Server.start removes
 # those): pushes create their repository, and no background GC or lifecycle run competes
-# with a measurement. Auth stays off (the default) and the server binds 127.0.0.1.
+# with a measurement. Auth stays off (the default; on for ours-fs-auth, AUTH_SETTINGS) and the
+# server binds 127.0.0.1.
 OURS_BENCH_SETTINGS = """\
 # Written by bench/run.py
 [repositories]
@@ -634,7 +642,7 @@ DISTRIBUTION_QUIET_LOG = """\
     disabled: true
 """
 TARGET_NAMES = ("ours-fs", "ours-s3", "ours-rgw", DISTRIBUTION, "ours-fs-granian",
-                "ours-fs-nofsync", "ours-fs-workers", "ours-fs-cache")
+                "ours-fs-nofsync", "ours-fs-workers", "ours-fs-cache", "ours-fs-auth")
 DEFAULT_TARGETS = ("ours-fs", "ours-s3", DISTRIBUTION, "ours-fs-workers")
 GRANIAN_SCRIPT = Path(__file__).resolve().parent / "granian_serve.py"
 NOFSYNC_SETTINGS = """
@@ -649,6 +657,48 @@ WORKERS_SETTINGS = f"""
 [server]
 workers = {WORKERS}
 """
+# ours-fs-auth: auth on, tokens that outlive a run, one user (AUTH_USER) created with the CLI
+# before the server starts, allowed to push and pull bench/* (AUTH_POLICY). Clients log in
+# with the Docker token protocol (manifests_rps.bearer_token). The password is this
+# process's own, random: every server is fresh and on loopback.
+AUTH_SETTINGS = """
+[auth]
+enabled = true
+secret_key = "{secret_key}"
+token_ttl = 3600
+"""
+AUTH_USER = "bench"
+AUTH_PASSWORD = secrets.token_hex(16)
+AUTH_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{
+        "Effect": "Allow",
+        # pull, push, and creating the repository on its first push (create_on_push)
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:PutImage",
+                   "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
+                   "ecr:BatchCheckLayerAvailability", "ecr:CreateRepository"],
+        "Resource": "arn:aws:ecr:us-east-1:000000000000:repository/bench/*",
+    }],
+}
+
+
+def add_bench_user(python: str, config: Path, data_dir: Path) -> None:
+    """`registry user add` AUTH_USER and `registry policy attach` AUTH_POLICY to it, with the
+    server's settings file and data dir (RegistrySpec.prepare of ours-fs-auth)."""
+    policy = config.with_name("bench-policy.json")
+    policy.write_text(json.dumps(AUTH_POLICY, indent=1) + "\n")
+    common = ["--config", str(config), "--data-dir", str(data_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    for argv, stdin in (
+        (["user", "add", *common, "--password-stdin", AUTH_USER], AUTH_PASSWORD + "\n"),
+        (["policy", "attach", *common, "--user", AUTH_USER, str(policy)], ""),
+    ):
+        cmd = [python, "-m", "registry", *argv]
+        done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=REPO_ROOT,
+                              env=env, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} -> rc {done.returncode}: "
+                               f"{(done.stderr or done.stdout)[-1000:]}")
 
 
 @dataclass
@@ -667,6 +717,8 @@ class Deployment:
     # S3 only, when asked for: a second server on the same bucket with redirect = false,
     # so blob GETs stream through the registry instead of answering 307 to moto.
     streamed: Server | None = None
+    # ours-fs-auth: (user, password) to log in with (manifests_rps.bearer_token); else None
+    credentials: tuple[str, str] | None = None
 
     @property
     def s3(self) -> S3Server | None:
@@ -678,7 +730,8 @@ class Target:
     """One registry under test: `ours-fs`, `ours-s3` (moto_server), `ours-rgw` (Ceph RGW),
     `distribution`, `ours-fs-granian` (ours-fs served by Granian instead of uvicorn),
     `ours-fs-nofsync` (ours-fs without fsync, like Distribution), `ours-fs-workers` (ours-fs
-    with one worker process per core) or `ours-fs-cache` (ours-fs with a 1 s tag cache)."""
+    with one worker process per core), `ours-fs-cache` (ours-fs with a 1 s tag cache) or
+    `ours-fs-auth` (ours-fs with auth on: clients need a Bearer token)."""
 
     name: str
     python: str = sys.executable
@@ -693,6 +746,11 @@ class Target:
     def backend(self) -> str:
         return "s3" if self.name in ("ours-s3", "ours-rgw") else "filesystem"
 
+    @property
+    def auth(self) -> bool:
+        """Whether clients must log in (Deployment.credentials)."""
+        return self.name.endswith("-auth")
+
     def describe(self) -> str:
         if self.kind == DISTRIBUTION:
             return f"{self.distribution_bin} serve <config.yml> (filesystem)"
@@ -701,6 +759,7 @@ class Target:
         extra = (", fsync off" if self.name.endswith("-nofsync") else
                  f", {WORKERS} workers" if self.name.endswith("-workers") else
                  ", tag cache 1 s" if self.name.endswith("-cache") else
+                 ", auth on" if self.auth else
                  " on moto_server" if self.name == "ours-s3" else
                  " on Ceph RGW (.ci/rgw)" if self.name == "ours-rgw" else "")
         return f"{self.python} -m registry serve --config <settings.toml> ({self.backend}{extra})"
@@ -755,6 +814,14 @@ class Target:
             settings += WORKERS_SETTINGS
         if self.name.endswith("-cache"):  # a second [repositories] table would be invalid TOML
             settings = settings.replace("[repositories]\n", "[repositories]\n" + TAG_CACHE_SETTING)
+        prepare = None
+        if self.auth:
+            secret_key = base64.b64encode(os.urandom(32)).decode()
+            settings += AUTH_SETTINGS.format(secret_key=secret_key)
+            python = self.python
+
+            def prepare(config: Path, data_dir: Path) -> None:
+                add_bench_user(python, config, data_dir)
         if self.backend == "s3":
             s3 = backing.s3
             assert s3 is not None
@@ -775,7 +842,7 @@ class Target:
             "--host", "{host}", "--port", "{port}", "--data-dir", "{data_dir}",
         ]
         name = self.name if redirect else f"{self.name}-streamed"
-        return RegistrySpec(name, argv, self.describe(), None, settings)
+        return RegistrySpec(name, argv, self.describe(), None, settings, prepare)
 
     @contextlib.contextmanager
     def deploy(self, workdir: Path, streamed: bool = False) -> Iterator[Deployment]:
@@ -787,7 +854,8 @@ class Target:
             try:
                 if streamed and self.backend == "s3":
                     second = self.spec(backing, redirect=False).launch(workdir / "streamed")
-                yield Deployment(server, backing, second)
+                credentials = (AUTH_USER, AUTH_PASSWORD) if self.auth else None
+                yield Deployment(server, backing, second, credentials)
             finally:
                 server.stop()
                 if second is not None:

@@ -9,20 +9,22 @@ Sections (`--only` picks some; see bench/README.md for what each measures):
     blobs        one 1 GiB blob: push (monolithic, 16 MiB chunks), pull; CPU s/GiB, peak RSS
     concurrency  32 clients at once, each pushing then pulling its own 32 MiB blob
     manifests    manifest GET, HEAD (by tag, by digest), blob HEAD and manifest PUT requests
-                 per second at 1, 16 and 64 clients
+                 per second at 1, 16 and 64 clients (GETs through wrk when it is installed)
+    fanout       200 clients pulling one 5-layer image (31 MiB) at once
     listing      tags list and catalog latency at 10,000 entries (bench/listing.py)
     docker       `docker push` and `docker pull` of a 5-layer, 200 MB image
 
 Every figure is the median over `--rounds` rounds; in each round every target runs on a
 fresh server with empty storage, and the target that goes first rotates between rounds.
 The table shows the targets side by side, ours/Distribution ratios and the targets of
-issue 10 (PASS/MISS; a miss does not fail the run). The JSON report, with every sample,
+issues 10 and 21 (PASS/MISS; a miss does not fail the run). The JSON report, with every sample,
 the machine and the git commit, goes to bench/results/run-<UTC timestamp>.json.
 
     python bench/run.py                 # everything, full size (tens of minutes)
     python bench/run.py --quick         # small sizes, one round (about 2 minutes)
     python bench/run.py --only manifests,concurrency --rounds 1
     python bench/run.py --only blobs,manifests --targets ours-fs,ours-s3,ours-rgw --rounds 1
+    python bench/run.py --only manifests,fanout --targets ours-fs,ours-fs-auth,distribution
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ import concurrent_blobs
 import docker_images
 import machine_limits
 import manifests_rps
+import pull_fanout
 from blob_throughput import (
     Blob,
     GiB,
+    KiB,
     MiB,
     check_blob,
     fmt_size,
@@ -78,7 +82,9 @@ from common import (
 )
 from s3_throughput import measure, moto_missing
 
-SECTIONS = ("limits", "blobs", "concurrency", "manifests", "listing", "docker")
+SECTIONS = ("limits", "blobs", "concurrency", "manifests", "fanout", "listing", "docker")
+# Sections whose clients log in; the others skip targets with auth on (ours-fs-auth).
+AUTH_SECTIONS = ("manifests", "fanout")
 MB = 1_000_000
 
 
@@ -100,16 +106,20 @@ class Sizes:
     settle: float  # listing: seconds between setup and timing (see bench/README.md)
     layers: int
     layer_size: int
+    fanout_clients: int
+    fanout_layers: tuple[int, ...]
 
 
 FULL = Sizes(limits=GiB, blob=GiB, chunk=16 * MiB, clients=32, client_blob=32 * MiB,
              client_chunk=16 * MiB, levels=(1, 16, 64), warmup=1.0, duration=4.0,
              listing=10_000, listing_s3=1_000, listing_repeat=200, listing_warmup=10,
-             settle=3.0, layers=5, layer_size=40_000_000)
+             settle=3.0, layers=5, layer_size=40_000_000, fanout_clients=200,
+             fanout_layers=(1 * MiB, 2 * MiB, 4 * MiB, 8 * MiB, 16 * MiB))
 QUICK = Sizes(limits=256 * MiB, blob=64 * MiB, chunk=16 * MiB, clients=32,
               client_blob=2 * MiB, client_chunk=1 * MiB, levels=(1, 16, 64), warmup=0.2,
               duration=0.6, listing=200, listing_s3=200, listing_repeat=20, listing_warmup=2,
-              settle=2.5, layers=5, layer_size=4_000_000)
+              settle=2.5, layers=5, layer_size=4_000_000, fanout_clients=200,
+              fanout_layers=(64 * KiB, 128 * KiB, 256 * KiB, 512 * KiB, 1 * MiB))
 
 
 # --------------------------------------------------------------------------------------
@@ -219,10 +229,21 @@ def section_concurrency(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, A
 
 def section_manifests(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     s = ctx.sizes
+    client = ctx.args.client
     samples = manifests_rps.run(ctx.targets, ctx.base, ctx.args.rounds, s.warmup, s.duration,
-                                s.levels)
+                                s.levels, client)
     return samples, {"levels": list(s.levels), "warmup_s": s.warmup, "duration_s": s.duration,
-                     "tags_read": manifests_rps.GET_TAGS}
+                     "tags_read": manifests_rps.GET_TAGS, "client": client,
+                     "wrk_ops": list(manifests_rps.WRK_OPS) if client == "wrk" else [],
+                     "wrk": run_quiet(["wrk", "--version"]) if client == "wrk" else None}
+
+
+def section_fanout(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    s = ctx.sizes
+    samples = pull_fanout.run(ctx.targets, ctx.base, ctx.args.rounds, s.fanout_clients,
+                              s.fanout_layers)
+    return samples, {"clients": s.fanout_clients, "layer_sizes": list(s.fanout_layers),
+                     "repository": pull_fanout.REPO, "tag": pull_fanout.TAG}
 
 
 def section_listing(ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -264,6 +285,7 @@ SECTION_FUNCS: dict[str, Callable[[Context], tuple[list[dict[str, Any]], dict[st
     "blobs": section_blobs,
     "concurrency": section_concurrency,
     "manifests": section_manifests,
+    "fanout": section_fanout,
     "listing": section_listing,
     "docker": section_docker,
 }
@@ -278,6 +300,15 @@ BLOB_OPS = ("push-monolithic", "push-chunked", "pull", "pull-streamed")
 BLOB_METRICS = (("mb_per_s", "MB/s", HIGHER), ("cpu_s_per_gib", "CPU s/GiB", LOWER),
                 ("s3_server_cpu_s_per_gib", "S3 server CPU s/GiB", LOWER),
                 ("peak_rss_mib", "peak RSS MiB", LOWER))
+FANOUT_METRICS = (("total_s", "pull: all done s", LOWER),
+                  ("client_p50_s", "pull: per client p50 s", LOWER),
+                  ("client_p99_s", "pull: per client p99 s", LOWER),
+                  ("mb_per_s", "pull: aggregate MB/s", HIGHER),
+                  ("server_cpu_s", "pull: server CPU s", LOWER),
+                  ("s3_server_cpu_s", "pull: S3 server CPU s", LOWER),
+                  ("failed", "pull: failed clients", LOWER))
+READ_OPS = tuple(op for op in manifests_rps.OPS if op != "put")
+AUTH_RATIO = 0.8  # issue 21: with auth on, reads at least 80% of their rate with it off
 
 
 def rows_for(section: str, levels: tuple[int, ...]) -> list[tuple[str, str, str, str]]:
@@ -294,6 +325,8 @@ def rows_for(section: str, levels: tuple[int, ...]) -> list[tuple[str, str, str,
     if section == "listing":
         return [(op, "median_ms", f"{op} ms", LOWER)
                 for op in ("tags-first", "tags-last", "catalog-first", "catalog-last")]
+    if section == "fanout":
+        return [("pull", m, label, better) for m, label, better in FANOUT_METRICS]
     if section == "docker":
         return [(op, "seconds", f"docker {op} s", LOWER) for op in ("push", "pull")]
     return []
@@ -332,16 +365,18 @@ def check(group: str, what: str, value: float | None, reference: float | None, b
 
 
 def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[str, Any]]:
-    """The targets of issue 10 as PASS/MISS checks. `fs`: ours-fs, like for like with
+    """The targets of issues 10 and 21 as PASS/MISS checks. `fs`: ours-fs, like for like with
     Distribution's filesystem storage; `s3`: ours-s3, informative (moto does the work); `rgw`:
-    ours-rgw, informative (RGW shares the cores)."""
+    ours-rgw, informative (RGW shares the cores); `auth-ratio`: ours-fs-auth's read rates
+    over ours-fs's in the same run, at least AUTH_RATIO."""
     checks: list[dict[str, Any] | None] = []
     limits = summaries.get("limits", {})
     sha = median(limits, "sha256", "machine", "mb_per_s")
     sendfile = median(limits, "sendfile-curl", "machine", "mb_per_s")
     for name, group in (("ours-fs", "fs"), ("ours-s3", "s3"), ("ours-rgw", "rgw"),
                         ("ours-fs-granian", "granian"), ("ours-fs-nofsync", "nofsync"),
-                        ("ours-fs-workers", "workers"), ("ours-fs-cache", "cache")):
+                        ("ours-fs-workers", "workers"), ("ours-fs-cache", "cache"),
+                        ("ours-fs-auth", "auth")):
         for section, summary in summaries.items():
             for op, metric, label, better in rows_for(section, levels):
                 ref_op = "pull" if op == "pull-streamed" else op
@@ -363,10 +398,25 @@ def evaluate(summaries: dict[str, Any], levels: tuple[int, ...]) -> list[dict[st
             checks.append(check(group, "manifests: GET x64 req/s >= Distribution's (headline)",
                                 median(manifests, "get-c64", name, "rps"),
                                 median(manifests, "get-c64", DISTRIBUTION, "rps"), HIGHER))
+        fanout = summaries.get("fanout", {})
+        checks.append(check(group, "fanout: all clients done s <= Distribution's (headline)",
+                            median(fanout, "pull", name, "total_s"),
+                            median(fanout, "pull", DISTRIBUTION, "total_s"), LOWER))
         for op in ("push-monolithic", "push-chunked"):
             rss = median(summaries.get("blobs", {}), op, name, "peak_rss_mib")
             checks.append(check(group, f"blobs: peak RSS during {op} < 150 MB",
                                 None if rss is None else rss * MiB / MB, 150.0, LOWER))
+    manifests = summaries.get("manifests", {})
+    for op in READ_OPS:
+        for c in levels:
+            on = median(manifests, f"{op}-c{c}", "ours-fs-auth", "rps")
+            off = median(manifests, f"{op}-c{c}", "ours-fs", "rps")
+            label = f"{manifests_rps.LABELS[op]} x{c} req/s"
+            ratio = check("auth-ratio", f"manifests: {label} with auth >= "
+                          f"{AUTH_RATIO:.0%} of ours-fs's", on, off, HIGHER, AUTH_RATIO)
+            if ratio is not None:
+                ratio.update(op=op, clients=c, ratio=on / off if on is not None and off else None)
+            checks.append(ratio)
     return [c for c in checks if c is not None]
 
 
@@ -419,15 +469,15 @@ def format_tables(report: dict[str, Any]) -> str:
         lines.append("")
     checks = report.get("checks", [])
     if checks:
-        lines.append("== targets (issue 10): PASS/MISS; `s3` and `rgw` rows are informative "
+        lines.append("== targets (issues 10, 21): PASS/MISS; `s3` and `rgw` rows are informative "
                      "(the S3 server shares the cores)")
-        absolute = [c for c in checks if "Distribution's" not in c["what"] or "headline" in
-                    c["what"]]
+        absolute = [c for c in checks if c["group"] != "auth-ratio" and (
+            "Distribution's" not in c["what"] or "headline" in c["what"])]
         for c in absolute:
             if c["group"] == "fs":
                 lines.append(f"   {'PASS' if c['pass'] else 'MISS'}  {c['what']}: "
                              f"{fmt_value(c['value'])} vs {fmt_value(c['bound'])}")
-        for group in ("fs", "workers", "cache", "nofsync", "granian", "s3", "rgw"):
+        for group in ("fs", "workers", "cache", "auth", "nofsync", "granian", "s3", "rgw"):
             rel = [c for c in checks if c["group"] == group and "Distribution's" in c["what"]
                    and "headline" not in c["what"]]
             if rel:
@@ -437,7 +487,7 @@ def format_tables(report: dict[str, Any]) -> str:
                              + (f"; MISS: {', '.join(misses)}"
                                 if misses and group not in ("s3", "rgw") else ""))
         for group, name in (("workers", "ours-fs-workers"), ("cache", "ours-fs-cache"),
-                            ("nofsync", "ours-fs-nofsync"),
+                            ("auth", "ours-fs-auth"), ("nofsync", "ours-fs-nofsync"),
                             ("granian", "ours-fs-granian"), ("s3", "ours-s3"),
                             ("rgw", "ours-rgw")):
             others = [c for c in absolute if c["group"] == group]
@@ -445,7 +495,24 @@ def format_tables(report: dict[str, Any]) -> str:
                 passed = sum(c["pass"] for c in others)
                 lines.append(f"   [{group}] the targets above on {name}: {passed}/{len(others)} "
                              "PASS (see `checks` in the JSON)")
+        lines += auth_lines([c for c in checks if c["group"] == "auth-ratio"])
     return "\n".join(lines)
+
+
+def auth_lines(ratios: list[dict[str, Any]]) -> list[str]:
+    """Issue 21's auth target: every read rate of ours-fs-auth over ours-fs's, one line per op."""
+    if not ratios:
+        return []
+    lines = [f"   [auth on/off] read req/s, ours-fs-auth over ours-fs in this run (issue 21: at"
+             f" least {AUTH_RATIO:.0%} of auth off): {sum(c['pass'] for c in ratios)}/"
+             f"{len(ratios)} PASS"]
+    for op in READ_OPS:
+        mine = [c for c in ratios if c["op"] == op]
+        if mine:
+            lines.append(f"      {manifests_rps.LABELS[op]:<15}" + "  ".join(
+                f"x{c['clients']} {fmt_value(c['ratio'])} {'PASS' if c['pass'] else 'MISS'}"
+                for c in mine))
+    return lines
 
 
 def describe_section(section: str, report: dict[str, Any]) -> str:
@@ -461,8 +528,15 @@ def describe_section(section: str, report: dict[str, Any]) -> str:
         return (f"{info.get('clients')} clients x {fmt_size(info.get('blob_size', 0))} "
                 f"(chunks {fmt_size(info.get('chunk_size', 0))}), aggregate, {med}")
     if section == "manifests":
+        client = info.get("client", "python")
+        by = ("GETs by wrk, HEAD and PUT by the Python client" if client == "wrk"
+              else "the Python client")
         return (f"{info.get('duration_s')} s per level after {info.get('warmup_s')} s warm-up,"
-                f" {med}")
+                f" {by}, {med}")
+    if section == "fanout":
+        sizes = info.get("layer_sizes", [])
+        return (f"{info.get('clients')} clients at once pull {len(sizes)} layers "
+                f"({' + '.join(fmt_size(n) for n in sizes)}) and a config, {med}")
     if section == "listing":
         s3 = f" (S3 targets: {info.get('entries_s3')})" if info.get("entries_s3") != info.get(
             "entries") else ""
@@ -500,7 +574,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-tmp", action="store_true", help="keep the work directory")
     p.add_argument("--python", default=sys.executable, help="python that runs our server")
     p.add_argument("--distribution-bin", default=DISTRIBUTION_BIN, help="Distribution binary")
+    p.add_argument("--client", choices=manifests_rps.CLIENTS, default=None,
+                   help="load generator of the manifests section's GETs (default: wrk if it is"
+                        " on PATH, else python)")
     args = p.parse_args(argv)
+    if args.client is None:
+        args.client = manifests_rps.default_client()
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.rounds < 1:
@@ -517,6 +596,8 @@ def preflight(args: argparse.Namespace) -> None:
         raise SystemExit(f"ours-s3: {why}")
     if "ours-rgw" in args.targets and (why := rgw_missing()) is not None:
         raise SystemExit(f"ours-rgw: {why}")
+    if "manifests" in args.only and args.client == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("--client wrk: wrk not found (apt-get install -y wrk)")
     if "listing" in args.only:
         try:
             import httpx  # noqa: F401
@@ -546,12 +627,13 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(),
         "complete": False,
         "args": {"quick": args.quick, "only": args.only, "targets": args.targets,
-                 "rounds": args.rounds},
+                 "rounds": args.rounds, "client": args.client},
         "sizes": sizes.__dict__,
         "machine": machine_info(
             {}, curl=run_quiet(["curl", "--version"]),
             moto=run_quiet([py, "-c", "import moto; print(moto.__version__)"]),
             docker=run_quiet(["docker", "--version"]),
+            wrk=run_quiet(["wrk", "--version"]) if shutil.which("wrk") else None,
             ceph=rgw_version() if "ours-rgw" in args.targets else None,
             tmp_filesystem=tmp_filesystem(base)),
         "targets": {t.name: {"cmd": t.describe(), "version": t.version()} for t in targets},
@@ -570,8 +652,18 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             entry: dict[str, Any] = {"samples": [], "info": {}, "error": None}
             report["sections"][section] = entry
+            # Only the AUTH_SECTIONS' clients log in: the others leave ours-fs-auth out.
+            ctx.targets = [t for t in targets if not t.auth or section in AUTH_SECTIONS]
+            left_out = [t.name for t in targets if t not in ctx.targets]
+            if left_out and section != "limits":
+                log(f"[{section}] without {', '.join(left_out)} (only "
+                    f"{', '.join(AUTH_SECTIONS)} log in)")
             try:
-                entry["samples"], entry["info"] = SECTION_FUNCS[section](ctx)
+                if ctx.targets or section == "limits":
+                    entry["samples"], entry["info"] = SECTION_FUNCS[section](ctx)
+                else:
+                    entry["info"] = {"skipped": f"no target: {', '.join(left_out)} need a login"
+                                                f" only {', '.join(AUTH_SECTIONS)} make"}
             except Exception as exc:  # one broken section must not lose the others
                 entry["error"] = f"{type(exc).__name__}: {exc}"
                 log(f"[{section}] ERROR: {entry['error']}")
