@@ -257,19 +257,38 @@ class FilesystemDriver:
     # -- streams -------------------------------------------------------------------------------
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        fd = await self._data.run(self._open_read, key)
+        nowait = self._nowait
+        fd = self._open_read_nowait(key) if nowait is not None else None
+        if fd is None:
+            fd = await self._data.run(self._open_read, key)
         try:
-            if end is None:
-                end = (await self._data.run(os.fstat, fd)).st_size
+            if end is None:  # on the loop only where opening could not wait either
+                end = (os.fstat(fd) if nowait is not None
+                       else await self._data.run(os.fstat, fd)).st_size
             offset = start
             while offset < end:
-                chunk = await self._data.run(os.pread, fd, min(READ_CHUNK, end - offset), offset)
+                size = min(READ_CHUNK, end - offset)
+                # What the page cache holds is copied here; the rest is read by a thread.
+                chunk = nowait.read_at(fd, size, offset) if nowait is not None else None
+                if chunk is None:
+                    chunk = await self._data.run(os.pread, fd, size, offset)
                 if not chunk:
                     break
                 offset += len(chunk)
                 yield chunk
         finally:
             os.close(fd)
+
+    def _open_read_nowait(self, key: str) -> int | None:
+        assert self._nowait is not None
+        try:
+            fd = self._nowait.open(self._root_slash + _checked(key))
+        except FileNotFoundError:
+            raise KeyNotFound(key) from None
+        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise KeyNotFound(key)
+        return fd
 
     def _open_read(self, key: str) -> int:
         try:

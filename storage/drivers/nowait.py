@@ -125,6 +125,31 @@ class NoWait:
         finally:
             os.close(fd)
 
+    def open(self, path: str) -> int | None:
+        """A read-only descriptor of `path` when opening it cannot block, else None; the
+        caller closes it."""
+        if not self.enabled:
+            return None
+        return self._open(os.fsencode(path), self._read_how)
+
+    def read_at(self, fd: int, size: int, offset: int) -> bytes | None:
+        """Up to `size` bytes at `offset` of what is in memory (fewer when only the start
+        is), b"" at the end of the file; None when none of it is in memory."""
+        if not self.enabled:
+            return None
+        buffer = bytearray(size)
+        try:
+            n = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+        except OSError:
+            return None
+        if n == size:
+            return bytes(buffer)
+        if n == 0 and size > 0:
+            # the end of the file, or nothing cached (RWF_NOWAIT says EAGAIN for that, but
+            # let the thread decide)
+            return None
+        return bytes(memoryview(buffer)[:n])
+
     def stat(self, path: str) -> os.stat_result | None:
         if not self.enabled:
             return None

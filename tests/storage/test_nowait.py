@@ -122,3 +122,24 @@ def test_network_and_unknown_filesystems_use_the_threads(tmp_path: Path) -> None
     assert filesystem_type(Path("/srv/registryx"), mountinfo) == "ext4"
     assert filesystem_type(Path("/srv/with space/d"), mountinfo) == "tmpfs"
     assert filesystem_type(Path("/srv"), tmp_path / "absent") is None
+
+
+def test_a_blob_in_memory_streams_without_waiting_for_a_thread(root: Path) -> None:
+    """Chunks the page cache holds are copied on the loop; what it does not hold (here: a
+    range past the end) still ends the stream as the threads would."""
+    async def main() -> None:
+        driver = FilesystemDriver(root)
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        await driver.put("blob", data)
+        assert b"".join([c async for c in driver.read("blob")]) == data  # now in memory
+        stream = driver.read("blob", 10, 2 * 1024 * 1024 + 10)
+        first = without_suspending(stream.__anext__())
+        assert first == data[10:10 + 1024 * 1024]
+        rest = b"".join([c async for c in stream])
+        assert first + rest == data[10:2 * 1024 * 1024 + 10]
+        assert [c async for c in driver.read("blob", len(data), len(data))] == []
+        with pytest.raises(KeyNotFound):
+            [c async for c in driver.read("folder-or-nothing")]
+        await driver.close()
+
+    asyncio.run(main())
