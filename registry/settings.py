@@ -200,7 +200,8 @@ class RepositoriesSettings:
     create_on_push: bool = False
     # Seconds this process may answer from memory what a tag points at, that a manifest read
     # by digest still exists, and that a blob is in the repository (with its size), instead of
-    # reading storage on every pull (the read is most of a pull's cost). Changes made through
+    # reading storage on every pull (on S3 or NFS that read is most of a pull's cost; on a
+    # local filesystem it is usually answered from memory anyway). Changes made through
     # this process are seen at once; a tag moved, or a manifest or blob deleted, through
     # another replica or worker is seen within this long. 0: every pull reads storage.
     tag_cache_seconds: float = 0.0
