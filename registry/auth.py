@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from auth.actions import DELETE, PULL, challenge_scope, not_authorized, repository_arn
 from auth.authorizer import Authorizer, DirectoryLike, Identity
@@ -90,7 +91,8 @@ def client_address(request: Request) -> str:
     """The peer, or the client a trusted proxy (`server.trusted_proxies`) forwarded for: the
     server (uvicorn's proxy headers, configured from that setting) has already decided which,
     so that logs, limits, the throttle and policies all see the same address."""
-    return request.client.host if request.client else ""
+    client = request.scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def realm(request: Request, auth: AuthServices) -> str:
@@ -115,12 +117,22 @@ async def identity(request: Request) -> Identity | None:
     auth = services(request)
     if auth is None:
         return None
-    cached: Identity | None = getattr(request.state, "identity", None)
+    state = request.scope.setdefault("state", {})  # what request.state reads
+    cached: Identity | None = state.get("identity")
     if cached is None:
-        cached = await auth.authorizer.identify(request.headers.get("authorization"),
+        cached = await auth.authorizer.identify(_authorization(request.scope),
                                                 client_address(request))
-        request.state.identity = cached
+        state["identity"] = cached
     return cached
+
+
+def _authorization(scope: Scope) -> str | None:
+    """The Authorization header (the first, as Starlette's `headers.get` answers), read from
+    the raw headers: it is looked up on every request with auth on."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def require_login(request: Request) -> None:
