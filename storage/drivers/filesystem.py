@@ -258,20 +258,19 @@ class FilesystemDriver:
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         nowait = self._nowait
-        fd = self._open_read_nowait(key) if nowait is not None else None
-        if fd is None:
-            fd = await self._data.run(self._open_read, key)
+        opened = self._open_read_nowait(key) if nowait is not None else None
+        if opened is None:
+            opened = await self._data.run(self._open_read, key)
+        fd, size = opened
         try:
-            if end is None:  # on the loop only where opening could not wait either
-                end = (os.fstat(fd) if nowait is not None
-                       else await self._data.run(os.fstat, fd)).st_size
+            end = size if end is None else end
             offset = start
             while offset < end:
-                size = min(READ_CHUNK, end - offset)
+                want = min(READ_CHUNK, end - offset)
                 # What the page cache holds is copied here; the rest is read by a thread.
-                chunk = nowait.read_at(fd, size, offset) if nowait is not None else None
+                chunk = nowait.read_at(fd, want, offset) if nowait is not None else None
                 if chunk is None:
-                    chunk = await self._data.run(os.pread, fd, size, offset)
+                    chunk = await self._data.run(os.pread, fd, want, offset)
                 if not chunk:
                     break
                 offset += len(chunk)
@@ -279,32 +278,28 @@ class FilesystemDriver:
         finally:
             os.close(fd)
 
-    def _open_read_nowait(self, key: str) -> int | None:
+    def _open_read_nowait(self, key: str) -> tuple[int, int] | None:
+        """`_open_read` on the loop, or None when opening could wait."""
         assert self._nowait is not None
         try:
             fd = self._nowait.open(self._root_slash + _checked(key))
         except FileNotFoundError:
             raise KeyNotFound(key) from None
-        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise KeyNotFound(key)
-        return fd
+        return None if fd is None else _regular(fd, key)
 
-    def _open_read(self, key: str) -> int:
+    def _open_read(self, key: str) -> tuple[int, int]:
+        """A descriptor of the object and its size; KeyNotFound unless a regular file."""
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(key) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise KeyNotFound(key)
-        return fd
+        return _regular(fd, key)
 
     async def scan(self, key: str, observe: Observer) -> int:
         return await self._data.run(self._scan, key, observe)
 
     def _scan(self, key: str, observe: Observer) -> int:
-        fd = self._open_read(key)
+        fd, _ = self._open_read(key)
         total = 0
         try:
             while chunk := os.read(fd, READ_CHUNK):
@@ -394,7 +389,7 @@ class FilesystemDriver:
         await self._data.run(self._seal, key, size)
 
     def _seal(self, key: str, size: int) -> None:
-        fd = self._open_read(key)
+        fd, _ = self._open_read(key)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -415,7 +410,7 @@ class FilesystemDriver:
 
     def _move(self, src: str, dst: str) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
-        fd = self._open_read(src)
+        fd, _ = self._open_read(src)
         try:
             # An appender holds this lock while it writes; never move an object mid-append.
             try:
@@ -443,6 +438,15 @@ def _checked(key: str) -> str:
     if not key or key[0] == "/" or ".." in key.split("/"):
         raise DriverError(f"invalid key {key!r}")
     return key
+
+
+def _regular(fd: int, key: str) -> tuple[int, int]:
+    """(fd, size) of an open regular file; a folder is closed and not an object."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise KeyNotFound(key)
+    return fd, st.st_size
 
 
 def _object_stat(key: str, st: os.stat_result) -> Stat:
